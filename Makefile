@@ -1,0 +1,40 @@
+# The two commands of the README: `make repro` (the pipeline) and `make test` (the suite). Both set up .venv first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# No telemetry, ever (it also fails noisily offline).
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: venv repro test lint bench clean
+venv: $(STAMP)
+
+# Reinstalls only when the pins or the package metadata change.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.lock 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(BIN)/pip install -q --no-deps -e . 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(BIN)/pip check
+	touch $@
+
+repro: venv
+	$(BIN)/dvc repro
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check src tests bench flows
+
+bench: venv
+	$(BIN)/python bench/extract.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

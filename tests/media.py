@@ -1,0 +1,111 @@
+"""Generate real media files for the tests with PyAV: every bad-input kind `extract` must survive."""
+
+from __future__ import annotations
+
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+
+def read_frames(path: Path, n: int) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        out = []
+        for f in c.decode(video=0):
+            out.append(f.to_ndarray(format="rgb24"))
+            if len(out) == n:
+                break
+    return out
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 24, rotation: int | None = None,
+                pts_ms: list[int] | None = None, codec: str = "libx264") -> Path:
+    """Encode RGB frames; `pts_ms` gives each frame's time in ms (variable frame rate), `rotation` a display
+    matrix rotation like a phone writes."""
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        if pts_ms is not None:
+            s.codec_context.time_base = Fraction(1, 1000)
+        s.options = {"preset": "ultrafast"} if codec == "libx264" else {}
+        if rotation is not None:
+            s.set_display_rotation(rotation)
+        for i, arr in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+            if pts_ms is not None:
+                frame.pts = pts_ms[i]
+                frame.time_base = Fraction(1, 1000)
+            for packet in s.encode(frame):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    return path
+
+
+def write_audio_only(path: Path, seconds: float = 1.0) -> Path:
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream("aac", rate=44100)
+        n = int(44100 * seconds)
+        t = np.arange(n) / 44100
+        samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :]
+        for i in range(0, n, 1024):
+            frame = av.AudioFrame.from_ndarray(samples[:, i:i + 1024], format="fltp", layout="mono")
+            frame.sample_rate = 44100
+            for packet in s.encode(frame):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    return path
+
+
+def resize(frames: list[np.ndarray], w: int, h: int) -> list[np.ndarray]:
+    return [np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in frames]
+
+
+def make_bad_inputs(folder: Path, sample: Path, single: Path, group_photo: Path, n: int = 24) -> dict[str, tuple]:
+    """Write one file per kind; returns name -> (path, expected status)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = read_frames(sample, n)
+    kinds: dict[str, tuple] = {}
+
+    p = folder / "empty.mp4"
+    p.write_bytes(b"")
+    kinds["zero-byte"] = (p, "empty_file")
+
+    p = folder / "notes.mp4"
+    p.write_text("this is a text file with a video name\n" * 50)
+    kinds["not-a-video"] = (p, "unreadable")
+
+    p = folder / "truncated.mp4"
+    data = sample.read_bytes()
+    p.write_bytes(data[: len(data) // 2])  # the sample keeps its index first: half the frames remain
+    kinds["truncated"] = (p, "truncated")
+
+    kinds["audio-only"] = (write_audio_only(folder / "speech.mp4"), "no_video_stream")
+
+    rng = np.random.default_rng(0)
+    noise = [np.clip(rng.normal(120, 30, (360, 640, 3)), 0, 255).astype(np.uint8) for _ in range(n)]
+    kinds["no-face"] = (write_video(folder / "noise.mp4", noise), "no_face")
+
+    # a real group photo, panned slowly: several faces in every frame
+    photo = np.asarray(Image.open(group_photo).convert("RGB"))
+    h, w = photo.shape[:2]
+    ch, cw = (h * 9 // 10) // 2 * 2, (w * 9 // 10) // 2 * 2
+    pan = [photo[i: i + ch, i: i + cw] for i in range(n)]
+    kinds["several-faces"] = (write_video(folder / "group.mp4", pan), "multiple_faces")
+
+    kinds["tiny-faces"] = (write_video(folder / "tiny.mp4", resize(frames, 160, 90)), "face_too_small")
+    kinds["huge-resolution"] = (write_video(folder / "huge.mp4", resize(frames, 3840, 2160)), "ok")
+
+    # stored sideways (turned clockwise), with the display matrix a phone writes to turn it back
+    turned = [np.ascontiguousarray(np.rot90(f, -1)) for f in frames]
+    kinds["rotated"] = (write_video(folder / "rotated.mp4", turned, rotation=90), "ok")
+
+    p = folder / "vidéo d'été 日本 (1).mp4"
+    shutil.copyfile(single, p)
+    kinds["odd-name"] = (p, "ok")
+    return kinds

@@ -1,0 +1,166 @@
+"""Extraction on the real sample videos and on generated bad inputs (DESIGN.md §5 contract)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from media import make_bad_inputs, read_frames, write_video
+from PIL import Image
+
+from clpau.cli import main
+from clpau.config import ExtractParams
+from clpau.extract import SUCCESS, run_extract
+from clpau.face import FaceModels, Template, detect, eye_centres, landmarks
+
+VIDEO_COLUMNS = {"video", "status", "error", "frames", "face_frames", "fps", "width", "height", "sha256"}
+CLIP_COLUMNS = {"clip_id", "video", "identity", "start_frame", "n_frames", "det_score", "face_size", "brightness",
+                "sharpness", "landmark_jitter", "shard", "start_row"}
+
+
+def test_sample_video_decodes_all_frames_with_a_face(sample_extraction):
+    out, summary = sample_extraction
+    v = pd.read_parquet(out / "videos.parquet")
+    assert set(v.columns) >= VIDEO_COLUMNS
+    row = v.iloc[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["frames"] == 472
+    assert row["face_frames"] / row["frames"] >= 0.95
+    index = pd.read_parquet(out / "frames" / row["key"] / "index.parquet")
+    assert len(index) == 472 and index["frame"].tolist() == list(range(472))
+    assert np.all(np.diff(index["timestamp"]) > 0)
+    assert index["timestamp"].iloc[-1] == pytest.approx(471 * 1001 / 24000, abs=1e-6)
+
+
+def test_clips_follow_the_contract(sample_extraction):
+    out, _ = sample_extraction
+    clips = pd.read_parquet(out / "clips.parquet")
+    assert set(clips.columns) >= CLIP_COLUMNS
+    p = ExtractParams()
+    assert len(clips) > 0 and (clips["n_frames"] == p.clip_len).all()
+    for _, c in clips.iterrows():
+        shard = np.load(out / c["shard"], mmap_mode="r")
+        assert shard.dtype == np.uint8 and shard.shape[1:] == (p.crop_size, p.crop_size, 3)
+        index = pd.read_parquet(out / "frames" / c["video_key"] / "index.parquet")
+        frames = index.iloc[c["start_frame"]: c["start_frame"] + c["n_frames"]]
+        # consecutive decoded frames, each with a face, stored in consecutive shard rows
+        assert frames["face"].all()
+        assert frames["row"].tolist() == list(range(c["start_row"], c["start_row"] + c["n_frames"]))
+        assert c["start_row"] + c["n_frames"] <= len(shard)
+    assert clips["clip_id"].is_unique
+
+
+def test_aligned_eye_centres_are_on_the_template(sample_extraction):
+    """Re-find the landmarks on the crops themselves: the eyes must sit on the template points."""
+    out, _ = sample_extraction
+    key = pd.read_parquet(out / "videos.parquet").iloc[0]["key"]
+    crops = np.load(out / "frames" / key / "faces.npy", mmap_mode="r")
+    template = Template.from_params(ExtractParams())
+    models = FaceModels()
+    errors = []
+    for i in range(0, len(crops), 12):
+        big = np.asarray(Image.fromarray(crops[i]).resize((2 * crops.shape[1],) * 2, Image.BICUBIC))
+        gray = np.asarray(Image.fromarray(big).convert("L"))
+        dets = detect(models, gray, 1.0, 0.0)
+        assert dets, f"no face found again in crop {i}"
+        box = max(dets, key=lambda d: d[1])[0]
+        eyes = (eye_centres(landmarks(models, gray, box)) + 0.5) / 2 - 0.5  # back to crop pixels
+        errors.append(np.linalg.norm(eyes - template.eyes, axis=1).max())
+    errors = np.array(errors)
+    assert len(errors) >= 35
+    print(f"eye-centre error over {len(errors)} crops: median {np.median(errors):.2f} px, "
+          f"95th percentile {np.percentile(errors, 95):.2f} px, max {errors.max():.2f} px")
+    assert np.median(errors) < 1.5, errors
+    assert np.mean(errors < 2.0) >= 0.9, errors
+
+
+def test_no_face_sample_video(assets, tmp_path):
+    s = run_extract([assets.videos / "no_face.mp4"], tmp_path, ExtractParams(), workers=1, progress=False)
+    assert s.videos.iloc[0]["status"] == "no_face"
+    assert s.videos.iloc[0]["face_frames"] == 0
+    assert len(s.clips) == 0
+
+
+@pytest.fixture(scope="module")
+def bad_batch(assets, sample_video, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad_inputs")
+    kinds = make_bad_inputs(folder, sample_video, assets.videos / "single_face.mp4", assets.multi_face_image)
+    out = tmp_path_factory.mktemp("bad_out")
+    code = main(["extract", str(folder), "--out", str(out), "--workers", "2", "--quiet"])
+    return kinds, out, code
+
+
+KINDS = ["zero-byte", "not-a-video", "truncated", "audio-only", "no-face", "several-faces", "tiny-faces",
+         "huge-resolution", "rotated", "odd-name"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bad_input_gets_its_status(bad_batch, kind):
+    kinds, out, code = bad_batch
+    path, expected = kinds[kind]
+    v = pd.read_parquet(out / "videos.parquet")
+    assert len(v) == len(kinds)  # one row per input, nothing lost
+    row = v[v["video"].map(lambda s: s.endswith(path.name))]
+    assert len(row) == 1, path.name
+    row = row.iloc[0]
+    assert row["status"] == expected, row["error"]
+    if expected not in SUCCESS:
+        assert row["error"], "a failed input must say why"
+    assert code == 0  # some inputs succeeded
+
+
+def test_bad_input_details(bad_batch):
+    kinds, out, _ = bad_batch
+    v = pd.read_parquet(out / "videos.parquet").set_index("video")
+    by_kind = {k: v.loc[[i for i in v.index if i.endswith(p.name)][0]] for k, (p, _) in kinds.items()}
+    assert by_kind["rotated"]["rotation"] == 90 and by_kind["rotated"]["face_frames"] >= 22
+    assert "downscaled from 3840x2160" in by_kind["huge-resolution"]["error"]
+    assert by_kind["huge-resolution"]["face_frames"] >= 22
+    assert by_kind["several-faces"]["max_faces"] >= 2 and by_kind["several-faces"]["face_frames"] >= 20
+    assert 200 <= by_kind["truncated"]["frames"] < 472
+    assert "empty" in by_kind["zero-byte"]["error"]
+    assert "audio" in by_kind["audio-only"]["error"]
+    assert "min_face_px" in by_kind["tiny-faces"]["error"]
+    # the clips of the group video all follow one person: no jumps between neighbours
+    clips = pd.read_parquet(out / "clips.parquet")
+    assert set(clips["video"].map(lambda s: s.rsplit("/", 1)[-1])) >= {"group.mp4", "huge.mp4", "rotated.mp4"}
+
+
+def test_several_faces_follow_the_largest(bad_batch):
+    kinds, out, _ = bad_batch
+    v = pd.read_parquet(out / "videos.parquet")
+    key = v[v["video"].str.endswith("group.mp4")].iloc[0]["key"]
+    index = pd.read_parquet(out / "frames" / key / "index.parquet")
+    width = (index["box_x1"] - index["box_x0"]).dropna()
+    cx = ((index["box_x0"] + index["box_x1"]) / 2).dropna()
+    assert width.std() < 0.1 * width.mean()  # one face, not a different person now and then
+    assert np.abs(np.diff(cx)).max() < 0.25 * width.mean()
+
+
+def test_all_inputs_bad_exits_nonzero(tmp_path, capsys):
+    (tmp_path / "a.mp4").write_bytes(b"")
+    (tmp_path / "b.mp4").write_text("not a video")
+    code = main(["extract", str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"), "--out", str(tmp_path / "o"),
+                 "--quiet"])
+    assert code != 0
+    err = capsys.readouterr()
+    assert "no input produced face clips" in err.err
+    assert "empty_file" in err.out and "unreadable" in err.out
+    assert len(pd.read_parquet(tmp_path / "o" / "videos.parquet")) == 2
+
+
+def test_missing_input_is_a_row(tmp_path, sample_video):
+    s = run_extract([tmp_path / "nope.mp4"], tmp_path / "o", ExtractParams(), workers=1, progress=False)
+    assert s.videos.iloc[0]["status"] == "not_found"
+
+
+def test_variable_frame_rate_is_frame_accurate(sample_video, tmp_path):
+    frames = read_frames(sample_video, 40)
+    rng = np.random.default_rng(1)
+    pts = np.cumsum(rng.choice([20, 33, 41, 67, 100], size=40)).tolist()
+    path = write_video(tmp_path / "vfr.mp4", frames, pts_ms=pts)
+    s = run_extract([path], tmp_path / "o", ExtractParams(), workers=1, progress=False)
+    row = s.videos.iloc[0]
+    assert row["frames"] == 40
+    index = pd.read_parquet(tmp_path / "o" / "frames" / row["key"] / "index.parquet")
+    np.testing.assert_allclose(index["timestamp"], (np.array(pts) - pts[0]) / 1000, atol=1e-3)
