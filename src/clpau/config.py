@@ -62,8 +62,36 @@ class ExtractParams(_Section):
         return self
 
 
+class SynthPretrainParams(_Section):
+    identities: int = Field(60, ge=1)
+    videos_per_identity: int = Field(2, ge=1)
+    frames: int = Field(100, ge=16)
+
+
+class SynthLabelledParams(_Section):
+    tasks: int = Field(3, ge=1, le=5, description="sequences per subject (task profiles: amusement, sadness, ...)")
+    frames: int = Field(125, ge=16)
+    speech: float = Field(0.5, ge=0.0, le=1.0, description="share of labelled sequences with talking")
+
+
+class SynthParams(_Section):
+    seed: int = 0
+    size: int = Field(192, ge=96, le=1024, description="frame side in px (faces ~100 px wide at 192)")
+    fps: int = Field(25, ge=1, le=120)
+    crf: int = Field(18, ge=0, le=51, description="H.264 quality (lower = better)")
+    occurrence_threshold: float = Field(1.0, gt=0.0, le=3.0, description="AU intensity (0-3) that counts as present")
+    workers: int = Field(0, ge=0)
+    assets_dir: Path = Path("data/external")
+    folds: Path = Path("data/folds/synth.yaml")
+    out_dir: Path = Path("data/raw/synth")
+    labels_dir: Path = Path("data/labels/synth")
+    pretrain: SynthPretrainParams = SynthPretrainParams()
+    labelled: SynthLabelledParams = SynthLabelledParams()
+
+
 class Params(_Section):
     assets: AssetsParams = AssetsParams()
+    synth: SynthParams = SynthParams()
     extract: ExtractParams = ExtractParams()
 
 
