@@ -169,11 +169,10 @@ def occurrence(au: np.ndarray, threshold: float) -> np.ndarray:
 
 def write_labels(path: Path, labels: np.ndarray) -> None:
     """BP4D occurrence-CSV layout: frame number, then one column per AU number; 0/1 (9 = unknown)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            f.write("frame," + ",".join(str(a) for a in BP4D_AUS) + "\n")
-            for i, row in enumerate(labels):
-                f.write(f"{i}," + ",".join(str(int(v)) for v in row) + "\n")
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write("frame," + ",".join(str(a) for a in BP4D_AUS) + "\n")
+        for i, row in enumerate(labels):
+            f.write(f"{i}," + ",".join(str(int(v)) for v in row) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- rendering
@@ -203,24 +202,22 @@ def render_video(spec: VideoSpec, params: SynthParams) -> int:
     renderer = Renderer(_model(params), identity, size=params.size)
     au, pose = dynamics(spec, params.fps)
     video.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(video) as tmp:
-        with av.open(str(tmp), "w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=params.fps)
-            stream.width = stream.height = params.size
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(params.crf), "preset": "veryfast"}
-            for i in range(spec.frames):
-                frame = renderer.render(au[i], Pose(*pose[i]))
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
+    with atomic_path(video) as tmp, av.open(str(tmp), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=params.fps)
+        stream.width = stream.height = params.size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(params.crf), "preset": "veryfast"}
+        for i in range(spec.frames):
+            frame = renderer.render(au[i], Pose(*pose[i]))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
     labels_csv.parent.mkdir(parents=True, exist_ok=True)
     write_labels(labels_csv, occurrence(au, params.occurrence_threshold))
-    with atomic_path(truth) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, au=au.astype(np.float32), rest=identity.rest.astype(np.float32),
-                     pose=pose.astype(np.float32), au_names=np.array(AU_NAMES), identity_seed=spec.identity_seed)
+    with atomic_path(truth) as tmp, open(tmp, "wb") as f:
+        np.savez(f, au=au.astype(np.float32), rest=identity.rest.astype(np.float32),
+                 pose=pose.astype(np.float32), au_names=np.array(AU_NAMES), identity_seed=spec.identity_seed)
     return spec.frames
 
 
