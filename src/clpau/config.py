@@ -45,6 +45,9 @@ class ExtractParams(_Section):
     # detection and tracking
     min_face_px: int = Field(80, ge=40, description="smallest face width (px, original frame) that is kept")
     detect_threshold: float = Field(0.0, ge=-1.0, le=2.0, description="dlib HOG score offset; higher = stricter")
+    track_threshold: float = Field(-0.4, ge=-1.5, le=2.0,
+                                   description="score offset that keeps a tracked face (hysteresis: looser than "
+                                               "detect_threshold, only inside the tracking window)")
     roi_face_px: int = Field(100, ge=80, le=200, description="face width the tracking window is resized to")
     recheck_every: int = Field(24, ge=1, description="frames between full-frame scans for other faces")
     identity_threshold: float = Field(0.6, gt=0.0, lt=2.0, description="dlib face-descriptor distance: same person")

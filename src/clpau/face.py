@@ -1,8 +1,10 @@
 """Face detection, tracking and alignment with dlib.
 
 Speed comes from not running the full-frame HOG detector (≈13 ms at 640×360) on every frame. After a face is
-acquired, each frame is searched only in a window around the previous face, resized so the face is
-`roi_face_px` wide (≈1 ms), and the 68 landmarks are fitted inside the box found there (≈0.7 ms on grey). A
+acquired, each frame is searched only in a window around the previous face, resized so the face is `roi_face_px`
+wide (≈1 ms), and the 68 landmarks are fitted inside the box found there (≈0.7 ms on grey). Inside that window a
+looser score threshold keeps the face than acquisition needs (`track_threshold`: hysteresis, as in
+tracking-by-detection — a face already followed may dip in score for a frame without being gone). A
 full-frame scan runs only to acquire a face, to re-acquire it after a miss, and every `recheck_every` frames to
 count other faces. Every kept frame therefore has a real detection, so "face found" never means "landmarks
 fitted to wherever the face used to be".
@@ -215,7 +217,8 @@ class FaceTracker:
         if x1 - x0 < 8 or y1 - y0 < 8:
             return None
         scale = min(1.0, self.p.roi_face_px / w)
-        dets = detect(self.m, gray[y0:y1, x0:x1], scale, self.threshold, offset=(x0, y0))
+        dets = detect(self.m, gray[y0:y1, x0:x1], scale, min(self.p.track_threshold, self.threshold),
+                      offset=(x0, y0))
         best = max(dets, key=lambda d: iou(d[0], box), default=None)
         if best is None or iou(best[0], box) < 0.3 or box_width(best[0]) < self.min_face:
             return None

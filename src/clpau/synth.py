@@ -51,13 +51,15 @@ GROUPS: dict[str, dict[str, float]] = {
 
 # events per second of each group, per task profile (like BP4D's emotion-eliciting tasks)
 PROFILES: dict[str, dict[str, float]] = {
-    "amusement": {"smile": 0.45, "squint": 0.15, "upper_lip": 0.2, "dimple": 0.15, "jaw_drop": 0.1,
-                  "brow_raise": 0.05},
-    "sadness": {"sad": 0.3, "inner_brow": 0.15, "chin": 0.2, "frown": 0.1, "press": 0.1, "upper_lip": 0.15},
-    "startle": {"brow_raise": 0.35, "jaw_drop": 0.15, "frown": 0.1, "squint": 0.1, "press": 0.1, "upper_lip": 0.1},
-    "pain": {"frown": 0.3, "squint": 0.25, "upper_lip": 0.25, "disgust": 0.1, "press": 0.1, "smile": 0.1},
-    "anger": {"frown": 0.3, "press": 0.3, "chin": 0.15, "squint": 0.15, "upper_lip": 0.1},
-    "spontaneous": {g: 0.06 for g in GROUPS},
+    "amusement": {"smile": 0.6, "squint": 0.3, "upper_lip": 0.45, "dimple": 0.35, "jaw_drop": 0.15,
+                  "brow_raise": 0.1, "chin": 0.1},
+    "sadness": {"sad": 0.35, "inner_brow": 0.25, "chin": 0.35, "frown": 0.25, "press": 0.2, "upper_lip": 0.35,
+                "squint": 0.3, "smile": 0.1},
+    "startle": {"brow_raise": 0.35, "jaw_drop": 0.2, "frown": 0.2, "squint": 0.35, "press": 0.2, "upper_lip": 0.4,
+                "smile": 0.25},
+    "pain": {"frown": 0.35, "squint": 0.45, "upper_lip": 0.5, "disgust": 0.15, "press": 0.15, "smile": 0.3},
+    "anger": {"frown": 0.4, "press": 0.35, "chin": 0.3, "squint": 0.3, "upper_lip": 0.3},
+    "spontaneous": {g: 0.12 for g in GROUPS},
 }
 TASK_PROFILES = ["amusement", "sadness", "startle", "pain", "anger"]
 
@@ -131,7 +133,7 @@ def dynamics(spec: VideoSpec, fps: float) -> tuple[np.ndarray, np.ndarray]:
     for group, rate in PROFILES[spec.profile].items():
         for _ in range(r.poisson(rate * dur)):
             start = r.uniform(-1.0, dur)
-            env = _envelope(t, start, r.uniform(0.2, 0.6), r.uniform(0.4, 2.0), r.uniform(0.3, 0.8))
+            env = _envelope(t, start, r.uniform(0.2, 0.6), r.uniform(0.8, 3.0), r.uniform(0.3, 0.8))
             peak = r.uniform(0.6, 2.0)
             for name, w in GROUPS[group].items():
                 au[:, AU_INDEX[name]] += env * peak * w * r.uniform(0.8, 1.2)
