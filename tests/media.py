@@ -31,14 +31,14 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 24, rotation: i
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
         if pts_ms is not None:
             s.codec_context.time_base = Fraction(1, 1000)
-        s.options = {"preset": "ultrafast"} if codec == "libx264" else {}
+        s.options = {"preset": "ultrafast", "x264-params": "mbtree=0"} if codec == "libx264" else {}
         if rotation is not None:
             s.set_display_rotation(rotation)
         for i, arr in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
-            if pts_ms is not None:
-                frame.pts = pts_ms[i]
-                frame.time_base = Fraction(1, 1000)
+            # an owned, writeable copy: PyAV's from_ndarray misreads read-only views (e.g. of PIL images)
+            frame = av.VideoFrame.from_ndarray(np.array(arr), format="rgb24").reformat(format="yuv420p")
+            # explicit timestamps and time base: x264's rate control reads them
+            frame.pts, frame.time_base = (i, Fraction(1, fps)) if pts_ms is None else (pts_ms[i], Fraction(1, 1000))
             for packet in s.encode(frame):
                 c.mux(packet)
         for packet in s.encode():

@@ -70,7 +70,8 @@ class MeshModel:
 
     def mesh(self, au: np.ndarray) -> np.ndarray:
         """(478, 3) vertices for 20 AU intensities (0 = neutral, ~3 = maximal)."""
-        return self.neutral + np.tensordot(au, self.basis, axes=1)
+        # einsum's own loop, not BLAS: threaded BLAS may sum in another order and change the last bits
+        return self.neutral + np.einsum("k,kvd->vd", au, self.basis, optimize=False)
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,9 @@ class Renderer:
         out = v * s
         out[:, 0] += self.canvas * (0.5 + pose.dx)
         out[:, 1] += self.canvas * (0.46 + pose.dy)
-        return out
+        # quantised to 1/256 px: rasterisation and the painter's order then never hinge on float noise, so a frame
+        # renders to the same pixels in any process
+        return np.round(out * 256) / 256
 
     def render(self, au: np.ndarray, pose: Pose) -> np.ndarray:
         """One RGB frame (size, size, 3) uint8."""
@@ -221,7 +224,7 @@ class Renderer:
         shade = ident.ambient + (1 - ident.ambient) * np.clip(n @ ident.light, 0, 1)
         colours = np.clip(self.tri_albedo * shade[:, None], 0, 255).astype(int)
         depth = v[self.tri, 2].mean(1)
-        order = np.argsort(depth)
+        order = np.argsort(depth, kind="stable")
         pts = p.tolist()
         cols = colours.tolist()
         for i in order[front[order]].tolist():
@@ -230,7 +233,7 @@ class Renderer:
         self._features(img, draw, xy, v)
         if self.ss > 1:
             img = img.reduce(self.ss)
-        return np.asarray(img)
+        return np.array(img)  # owned and writeable: PyAV's from_ndarray misreads read-only views
 
     def _features(self, img: Image.Image, draw: ImageDraw.ImageDraw, xy: np.ndarray, v: np.ndarray) -> None:
         ident = self.id

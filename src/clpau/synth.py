@@ -21,6 +21,7 @@ import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -208,10 +209,14 @@ def render_video(spec: VideoSpec, params: SynthParams) -> int:
         stream = container.add_stream("libx264", rate=params.fps)
         stream.width = stream.height = params.size
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(params.crf), "preset": "veryfast"}
+        # one encoder thread (parallelism comes from the processes) and no macroblock-tree rate control: with
+        # mbtree this x264 gives different bits for the same frames depending on what the process encoded before
+        stream.options = {"crf": str(params.crf), "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
         for i in range(spec.frames):
-            frame = renderer.render(au[i], Pose(*pose[i]))
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            frame = av.VideoFrame.from_ndarray(renderer.render(au[i], Pose(*pose[i])), format="rgb24")
+            frame = frame.reformat(format="yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, params.fps)
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
