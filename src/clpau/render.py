@@ -225,11 +225,14 @@ class Renderer:
         colours = np.clip(self.tri_albedo * shade[:, None], 0, 255).astype(int)
         depth = v[self.tri, 2].mean(1)
         order = np.argsort(depth, kind="stable")
-        pts = p.tolist()
-        cols = colours.tolist()
-        for i in order[front[order]].tolist():
-            c = tuple(cols[i])
-            draw.polygon([tuple(q) for q in pts[i]], fill=c, outline=c)
+        order = order[front[order]]
+        # the silhouette first, in the mean skin colour, so hairline cracks between triangles show skin
+        draw.polygon(xy[FACE_OVAL].ravel().tolist(), fill=tuple(colours[order].mean(0).astype(int).tolist()))
+        flat = p[order].reshape(len(order), 6).tolist()
+        cols = [tuple(c) for c in colours[order].tolist()]
+        polygon = draw.polygon
+        for tri, c in zip(flat, cols, strict=True):
+            polygon(tri, fill=c)
         self._features(img, draw, xy, v)
         if self.ss > 1:
             img = img.reduce(self.ss)
