@@ -52,16 +52,15 @@ def main() -> None:
     if args.naive:
         print(f"naive detect-every-frame loop, 1 core: {naive(args.video, params):.0f} frames/s")
     for n in sorted({1, cores}):
-        with tempfile.TemporaryDirectory() as tmp:
-            with Workers(n) as pool:
+        with tempfile.TemporaryDirectory() as tmp, Workers(n) as pool:
+            t0 = time.perf_counter()
+            s = run_extract([args.video], Path(tmp) / "cold", params, progress=False, pool=pool)
+            cold = s.frames / (time.perf_counter() - t0)
+            warm = []
+            for r in range(args.repeat):
                 t0 = time.perf_counter()
-                s = run_extract([args.video], Path(tmp) / "cold", params, progress=False, pool=pool)
-                cold = s.frames / (time.perf_counter() - t0)
-                warm = []
-                for r in range(args.repeat):
-                    t0 = time.perf_counter()
-                    s = run_extract([args.video], Path(tmp) / f"warm{r}", params, progress=False, pool=pool)
-                    warm.append(s.frames / (time.perf_counter() - t0))
+                s = run_extract([args.video], Path(tmp) / f"warm{r}", params, progress=False, pool=pool)
+                warm.append(s.frames / (time.perf_counter() - t0))
         face = s.videos.iloc[0]
         print(f"workers={n}: cold {cold:.0f} frames/s, warm {statistics.median(warm):.0f} frames/s "
               f"(median of {args.repeat}; {face['frames']} frames, {face['face_frames']} with a face)")
