@@ -21,13 +21,13 @@ import json
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pandas as pd
 
 from clpau.config import load_params
 from clpau.render import AU_NAMES, Identity, MeshModel, Pose, Renderer
 from clpau.synth import BP4D_AUS, _seed, read_folds
+from clpau.video import write_h264
 
 
 def render_speed(params, frames: int) -> tuple[float, float]:
@@ -40,18 +40,8 @@ def render_speed(params, frames: int) -> tuple[float, float]:
     imgs = [r.render(a, Pose(yaw=5 * np.sin(i / 9))) for i, a in enumerate(aus)]
     render_only = frames / (time.perf_counter() - t0)
     t0 = time.perf_counter()
-    with av.open(io.BytesIO(), "w", format="mp4") as c:
-        s = c.add_stream("libx264", rate=params.fps)
-        s.width = s.height = params.size
-        s.pix_fmt = "yuv420p"
-        s.options = {"crf": str(params.crf), "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
-        for i, a in enumerate(aus):
-            f = av.VideoFrame.from_ndarray(r.render(a, Pose(yaw=5 * np.sin(i / 9))), format="rgb24")
-            f = f.reformat(format="yuv420p")
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    write_h264(io.BytesIO(), (r.render(a, Pose(yaw=5 * np.sin(i / 9))) for i, a in enumerate(aus)), params.fps,
+               crf=params.crf)
     del imgs
     return render_only, frames / (time.perf_counter() - t0)
 

@@ -21,16 +21,15 @@ import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import yaml
 
 from .config import SynthParams
 from .fileio import atomic_path
 from .render import AU_INDEX, AU_NAMES, Identity, MeshModel, Pose, Renderer
+from .video import write_h264
 
 BP4D_AUS = [1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24]
 
@@ -205,21 +204,9 @@ def render_video(spec: VideoSpec, params: SynthParams) -> int:
     renderer = Renderer(_model(params), identity, size=params.size)
     au, pose = dynamics(spec, params.fps)
     video.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(video) as tmp, av.open(str(tmp), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=params.fps)
-        stream.width = stream.height = params.size
-        stream.pix_fmt = "yuv420p"
-        # one encoder thread (parallelism comes from the processes) and no macroblock-tree rate control: with
-        # mbtree this x264 gives different bits for the same frames depending on what the process encoded before
-        stream.options = {"crf": str(params.crf), "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
-        for i in range(spec.frames):
-            frame = av.VideoFrame.from_ndarray(renderer.render(au[i], Pose(*pose[i])), format="rgb24")
-            frame = frame.reformat(format="yuv420p")
-            frame.pts, frame.time_base = i, Fraction(1, params.fps)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    with atomic_path(video) as tmp:
+        write_h264(str(tmp), (renderer.render(au[i], Pose(*pose[i])) for i in range(spec.frames)), params.fps,
+                   crf=params.crf)
     labels_csv.parent.mkdir(parents=True, exist_ok=True)
     write_labels(labels_csv, occurrence(au, params.occurrence_threshold))
     with atomic_path(truth) as tmp, open(tmp, "wb") as f:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -167,3 +168,29 @@ def decode(path: Path | str, start_pts: int | None, end_pts: int | None, max_sid
                 yield Frame(frame.pts, np.ascontiguousarray(gray), frame, size, rotation, scale)
         except av.FFmpegError as err:
             report.error = f"decoding stopped after {report.frames} frames: {err}"
+
+
+def write_h264(dest, frames, fps: int, crf: int = 18, preset: str = "veryfast") -> int:
+    """Encode RGB uint8 frames (an iterable) to an H.264 mp4 at `dest` (a path or a binary file object).
+
+    Reproducible: the same frames give the same bytes in any process. That needs explicit timestamps and x264
+    without macroblock-tree rate control, which otherwise varies with what the process encoded before. One encoder
+    thread: parallelism comes from processes. Returns the number of frames written.
+    """
+    n = 0
+    with av.open(dest, "w", format="mp4") as container:
+        stream = None
+        for n, rgb in enumerate(frames, 1):
+            if stream is None:
+                stream = container.add_stream("libx264", rate=fps)
+                stream.height, stream.width = rgb.shape[:2]
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": str(crf), "preset": preset, "threads": "1", "x264-params": "mbtree=0"}
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = n - 1, Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        if stream is not None:
+            for packet in stream.encode():
+                container.mux(packet)
+    return n
