@@ -1,0 +1,234 @@
+"""CLP: Contrastive Learning of Person-independent representations for facial AU detection.
+
+Yong Li, Shiguang Shan, IEEE TIP 32 (2023) 3212-3225 (arXiv 2403.03400). Only the abstract is public; this module
+implements the interpretation fixed in DESIGN.md §2. Notation: a clip X = (x_1 … x_T) of consecutive aligned face
+frames of one person, B clips per batch.
+
+Networks
+    f   backbone (ResNet) -> pooled feature h; h is the representation evaluated downstream
+    g   AU projector (MLP): a = g(h) is the AU code, z = a / |a| the contrastive embedding
+    f', g'  momentum (EMA) copies giving keys k; a queue holds K past keys with the id of the clip they came from
+    e   identity encoder on another frame of the same clip -> u (what is constant in the clip: who, lighting)
+    D   decoder D(a, u) -> image at reduced resolution
+
+TCL — margin-based temporal contrastive learning (`tcl_loss`). For the query q_t of frame t (one augmentation) the
+positive is its own key k_t (another augmentation of the same frame); the negatives are the other frames of the
+same clip, k_t' (same person and background: only facial action and pose tell them apart), and the queue keys n_j
+from *other* clips (a queue key of the anchor's own clip is masked out). Each in-clip negative's logit is raised
+by a margin that grows with the temporal distance Δ = |t − t'|:
+
+    m(Δ) = m_max · min(1, Δ / Δ_scale)
+    s_pos = q_t·k_t / τ,   s_t' = (q_t·k_t' + m(|t − t'|)) / τ,   s_j = q_t·n_j / τ
+    L_nce = −log( exp(s_pos) / (exp(s_pos) + Σ_{t'≠t} exp(s_t') + Σ_j exp(s_j)) )
+
+so near frames, which share most of their AU state, are pushed away gently and distant frames firmly. A ranking
+hinge makes similarity fall with temporal distance, over all pairs Δ(t, t') < Δ(t, t''):
+
+    L_rank = mean max(0, q_t·k_t'' − q_t·k_t' + δ_rank)
+    L_TCL = L_nce + w_rank · L_rank
+
+CIR — cross-identity reconstruction (`cir_losses`). With u_A = e(x_s) from another frame s of the same clip and
+u_B = e(y) from a frame y of another identity B:
+
+    L_self = |D(a_t, u_A) − x_t|_1              a_t must carry the frame's facial action
+    ỹ = D(a_t, u_B)                             "B making A's facial action"
+    L_swap = 1 − cos(g(f(ỹ)), sg(a_t))          the same action in another person -> the same AU code
+    L_cyc  = |D(g(f(ỹ)), u_A) − x_t|_1          and back to A
+    L = L_TCL + λ_self L_self + λ_swap L_swap + λ_cyc L_cyc
+
+(sg = stop-gradient; images compared at the decoder's resolution). `tcl` and `cir` ablations switch one half off.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def temporal_margin(delta: torch.Tensor, m_max: float, delta_scale: float) -> torch.Tensor:
+    """m(Δ) = m_max · min(1, Δ / Δ_scale): zero for the frame itself, growing with distance, capped."""
+    return m_max * torch.clamp(delta.float() / delta_scale, max=1.0)
+
+
+def tcl_loss(q: torch.Tensor, k: torch.Tensor, clip_ids: torch.Tensor, queue: torch.Tensor | None = None,
+             queue_ids: torch.Tensor | None = None, *, tau: float = 0.1, m_max: float = 0.3,
+             delta_scale: float = 4.0, rank_margin: float = 0.05, rank_weight: float = 0.5) -> dict:
+    """Margin-based temporal contrastive loss (module docstring).
+
+    q, k: (B, T, d) L2-normalised queries and keys of B clips of T frames; clip_ids: (B,) global clip ids;
+    queue: (K, d) normalised keys with their clip ids queue_ids (K,). Returns the loss terms and, like MoCo's
+    forward, the logits of every anchor with the positive in column 0.
+    """
+    b, t, _ = q.shape
+    sim = torch.einsum("btd,bsd->bts", q, k)  # (B, T, T): anchor t against every frame s of its clip
+    idx = torch.arange(t, device=q.device)
+    delta = (idx[:, None] - idx[None, :]).abs()
+    margin = temporal_margin(delta, m_max, delta_scale)  # diagonal (the positive) gets 0
+    pos = sim.diagonal(dim1=1, dim2=2).reshape(b * t, 1)
+    off = ~torch.eye(t, dtype=torch.bool, device=q.device)
+    in_clip = (sim + margin)[:, off].reshape(b * t, t - 1)
+    logits = [pos, in_clip]
+    if queue is not None and len(queue):
+        qn = torch.einsum("btd,kd->btk", q, queue).reshape(b * t, -1)
+        same_clip = (queue_ids[None, :] == clip_ids[:, None]).repeat_interleave(t, 0)
+        logits.append(qn.masked_fill(same_clip, float("-inf")))
+    logits = torch.cat(logits, 1) / tau
+    labels = torch.zeros(b * t, dtype=torch.long, device=q.device)
+    nce = F.cross_entropy(logits, labels)
+    # ranking: for anchor t, every pair (s1, s2) with Δ(t,s1) < Δ(t,s2) should have sim(t,s1) > sim(t,s2) + δ
+    closer = delta[:, :, None] < delta[:, None, :]  # (T, s1, s2)
+    if closer.any():
+        gap = sim[:, :, None, :] - sim[:, :, :, None] + rank_margin  # sim(t,s2) − sim(t,s1) + δ
+        rank = F.relu(gap)[:, closer].mean()
+    else:
+        rank = sim.new_zeros(())
+    return {"loss": nce + rank_weight * rank, "nce": nce, "rank": rank, "logits": logits, "labels": labels}
+
+
+def cir_losses(encode_au: Callable, encode_id: Callable, decode: Callable, x: torch.Tensor, a: torch.Tensor,
+               x_other_frame: torch.Tensor, y: torch.Tensor) -> dict:
+    """Cross-identity reconstruction terms (module docstring) for frames x (N, 3, H, W) with AU codes a (N, c),
+    another frame of the same clip x_other_frame (N, 3, H, W) and a frame y of another identity (N, 3, H, W).
+    `encode_au` maps images to AU codes (g∘f), `encode_id` to identity codes (e), `decode` (a, u) to images."""
+    u_a = encode_id(x_other_frame)
+    u_b = encode_id(y)
+    recon = decode(a, u_a)
+    target = F.interpolate(x, size=recon.shape[-2:], mode="area") if recon.shape[-2:] != x.shape[-2:] else x
+    self_rec = (recon - target).abs().mean()
+    swapped = decode(a, u_b)
+    a_swapped = encode_au(_to_input(swapped, x))
+    swap = (1 - F.cosine_similarity(a_swapped, a.detach(), dim=1)).mean()
+    cycle = (decode(a_swapped, u_a) - target).abs().mean()
+    return {"self": self_rec, "swap": swap, "cycle": cycle}
+
+
+def _to_input(img: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Decoder output back at the encoder's input size."""
+    if img.shape[-2:] == like.shape[-2:]:
+        return img
+    return F.interpolate(img, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class Projector(nn.Sequential):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int):
+        super().__init__(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, out_dim))
+
+
+class IdentityEncoder(nn.Sequential):
+    """e: a small CNN; what stays constant within a clip (appearance) is all it needs to capture."""
+
+    def __init__(self, dim: int = 64):
+        def block(i, o):
+            return [nn.Conv2d(i, o, 3, 2, 1), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+        super().__init__(*block(3, 32), *block(32, 64), *block(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(128, dim))
+
+
+class Decoder(nn.Module):
+    """D(a, u) -> image of side `size` (a power of two ≥ 8), values in the input's normalised range."""
+
+    def __init__(self, au_dim: int, id_dim: int, size: int = 32):
+        super().__init__()
+        self.fc = nn.Linear(au_dim + id_dim, 128 * 4 * 4)
+        ups = []
+        ch = 128
+        side = 4
+        while side < size:
+            ups += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, max(ch // 2, 16), 3, 1, 1),
+                    nn.BatchNorm2d(max(ch // 2, 16)), nn.ReLU(inplace=True)]
+            ch = max(ch // 2, 16)
+            side *= 2
+        self.up = nn.Sequential(*ups, nn.Conv2d(ch, 3, 3, 1, 1))
+
+    def forward(self, a: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.up(self.fc(torch.cat([a, u], 1)).view(-1, 128, 4, 4))
+
+
+class CLP(nn.Module):
+    """The whole method: encoders, momentum copies, queue, CIR networks; `forward` returns the loss terms.
+
+    Defaults (our choice; the paper's are unknown): d=128, K=4096, m=0.99, τ=0.1, m_max=0.3, Δ_scale=4,
+    δ_rank=0.05, w_rank=0.5, λ_self=1, λ_swap=0.5, λ_cyc=0.5, decoder at 32 px.
+    """
+
+    def __init__(self, backbone: nn.Module, feat_dim: int, *, dim: int = 128, queue_size: int = 4096,
+                 momentum: float = 0.99, use_tcl: bool = True, use_cir: bool = True, id_dim: int = 64,
+                 decoder_size: int = 32, tcl: dict | None = None, lambdas: tuple[float, float, float] = (1, .5, .5),
+                 gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        super().__init__()
+        self.encoder = backbone
+        self.projector = Projector(feat_dim, 2 * dim, dim)
+        self.key_encoder = copy.deepcopy(backbone).requires_grad_(False)
+        self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.momentum, self.use_tcl, self.use_cir = momentum, use_tcl, use_cir
+        self.tcl_args = tcl or {}
+        self.lambdas = lambdas
+        self.gather = gather or (lambda t: t)  # all_gather across ranks under DDP
+        if use_cir:
+            self.identity_encoder = IdentityEncoder(id_dim)
+            self.decoder = Decoder(dim, id_dim, decoder_size)
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
+        self.register_buffer("queue_ids", torch.full((queue_size,), -1, dtype=torch.long))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("queue_fill", torch.zeros((), dtype=torch.long))
+
+    def au_code(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.encoder(x))
+
+    @torch.no_grad()
+    def _momentum_update(self) -> None:
+        for online, target in ((self.encoder, self.key_encoder), (self.projector, self.key_projector)):
+            for p, pk in zip(online.parameters(), target.parameters(), strict=True):
+                pk.mul_(self.momentum).add_(p.detach(), alpha=1 - self.momentum)
+
+    @torch.no_grad()
+    def _enqueue(self, keys: torch.Tensor, ids: torch.Tensor) -> None:
+        keys, ids = self.gather(keys), self.gather(ids)
+        n, size = len(keys), len(self.queue)
+        if n >= size:
+            keys, ids, n = keys[-size:], ids[-size:], size
+        ptr = int(self.queue_ptr)
+        idx = (torch.arange(n, device=keys.device) + ptr) % size
+        self.queue[idx] = keys
+        self.queue_ids[idx] = ids
+        self.queue_ptr.fill_((ptr + n) % size)
+        self.queue_fill.fill_(min(int(self.queue_fill) + n, size))
+
+    def forward(self, view_q: torch.Tensor, view_k: torch.Tensor, clip_ids: torch.Tensor,
+                other_identity: torch.Tensor | None = None) -> dict:
+        """view_q, view_k: (B, T, 3, H, W) two augmentations of the same clips; clip_ids (B,);
+        other_identity: (B, 3, H, W) one frame of another person per clip (CIR)."""
+        b, t = view_q.shape[:2]
+        flat_q = view_q.flatten(0, 1)
+        a = self.au_code(flat_q)  # (B·T, d) AU codes
+        out: dict = {}
+        total = a.new_zeros(())
+        if self.use_tcl:
+            q = F.normalize(a, dim=1).view(b, t, -1)
+            with torch.no_grad():
+                self._momentum_update()
+                k = F.normalize(self.key_projector(self.key_encoder(view_k.flatten(0, 1))), dim=1).view(b, t, -1)
+            valid = self.queue_ids >= 0
+            terms = tcl_loss(q, k, clip_ids, self.queue[valid], self.queue_ids[valid], **self.tcl_args)
+            self._enqueue(k.flatten(0, 1), clip_ids.repeat_interleave(t))
+            out.update(tcl=terms["loss"], nce=terms["nce"], rank=terms["rank"], logits=terms["logits"],
+                       labels=terms["labels"])
+            total = total + terms["loss"]
+        if self.use_cir:
+            if other_identity is None:
+                raise ValueError("CIR needs a frame of another identity per clip (other_identity)")
+            # identity from a different frame of the same clip: the frame half a clip away
+            shift = torch.roll(view_q, shifts=t // 2 if t > 1 else 0, dims=1).flatten(0, 1)
+            y = other_identity.repeat_interleave(t, 0)
+            terms = cir_losses(self.au_code, self.identity_encoder, self.decoder, flat_q, a, shift, y)
+            out.update(terms)
+            ls, lw, lc = self.lambdas
+            total = total + ls * terms["self"] + lw * terms["swap"] + lc * terms["cycle"]
+        out["loss"] = total
+        out["queue_fill"] = self.queue_fill.float() / len(self.queue)
+        return out

@@ -1,0 +1,112 @@
+"""The CLP losses on tiny tensors with answers known in advance."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clpau.backbone import resnet18, resnet_small
+from clpau.clp import CLP, cir_losses, tcl_loss, temporal_margin
+
+
+def test_resnet18_matches_torchvision_size():
+    assert sum(p.numel() for p in resnet18(num_classes=1000).parameters()) == 11_689_512
+
+
+def test_margin_grows_with_temporal_distance_and_caps():
+    m = temporal_margin(torch.arange(8), m_max=0.3, delta_scale=4)
+    assert m[0] == 0
+    assert torch.all(m[1:5].diff() > 0)
+    assert torch.allclose(m[4:], torch.full((4,), 0.3))
+
+
+def _unit(*rows):
+    return F.normalize(torch.tensor(rows, dtype=torch.float32), dim=-1)
+
+
+def test_nce_by_hand_and_margins_push_distant_frames_harder():
+    # one clip of 3 frames with orthogonal embeddings: sim = identity matrix
+    q = _unit([1, 0, 0], [0, 1, 0], [0, 0, 1])[None]
+    out = tcl_loss(q, q.clone(), torch.tensor([0]), tau=1.0, m_max=0.0, rank_weight=0.0)
+    # each anchor: positive logit 1, two negatives logit 0 -> −log(e / (e + 2))
+    assert out["nce"].item() == pytest.approx(-math.log(math.e / (math.e + 2)), abs=1e-6)
+    with_margin = tcl_loss(q, q.clone(), torch.tensor([0]), tau=1.0, m_max=0.4, delta_scale=2, rank_weight=0.0)
+    # anchor 0: negatives at Δ=1 (margin .2) and Δ=2 (.4) -> −log(e / (e + e^.2 + e^.4)), and so on
+    m1, m2 = 0.2, 0.4
+    expected = (2 * -math.log(math.e / (math.e + math.exp(m1) + math.exp(m2)))
+                - math.log(math.e / (math.e + 2 * math.exp(m1)))) / 3
+    assert with_margin["nce"].item() == pytest.approx(expected, abs=1e-6)
+    assert with_margin["logits"].shape == (3, 3)
+
+
+def test_in_clip_frames_are_negatives():
+    q = _unit([1, 0], [0, 1])[None]
+    apart = tcl_loss(q, q.clone(), torch.tensor([0]), m_max=0.0, rank_weight=0.0)["nce"]
+    k_same = _unit([1, 0], [1, 0])[None]  # frame 1's key looks like frame 0
+    confused = tcl_loss(q, k_same, torch.tensor([0]), m_max=0.0, rank_weight=0.0)["nce"]
+    assert confused > apart + 0.5
+
+
+def test_queue_keys_of_the_anchors_own_clip_are_excluded():
+    q = _unit([1, 0, 0], [0, 1, 0])[None]
+    base = tcl_loss(q, q.clone(), torch.tensor([7]), m_max=0.0, rank_weight=0.0)["nce"]
+    queue = _unit([1, 0, 0], [0, 1, 0])  # copies of the anchors' own keys
+    same = tcl_loss(q, q.clone(), torch.tensor([7]), queue, torch.tensor([7, 7]), m_max=0.0, rank_weight=0.0)
+    other = tcl_loss(q, q.clone(), torch.tensor([7]), queue, torch.tensor([3, 3]), m_max=0.0, rank_weight=0.0)
+    assert same["nce"].item() == pytest.approx(base.item(), abs=1e-6)
+    assert other["nce"] > base + 0.5
+
+
+def test_ranking_is_zero_when_similarity_falls_with_distance():
+    # 1-D "time line" embeddings: similarity decreases with |t − t'|
+    angles = torch.tensor([0.0, 0.4, 0.8, 1.2])
+    q = torch.stack([angles.cos(), angles.sin()], 1)[None]
+    ok = tcl_loss(q, q.clone(), torch.tensor([0]), rank_margin=0.0)["rank"]
+    shuffled = tcl_loss(q, q[:, [0, 3, 2, 1]], torch.tensor([0]), rank_margin=0.0)["rank"]
+    assert ok.item() == pytest.approx(0.0, abs=1e-7)
+    assert shuffled > 0.01
+
+
+def test_swap_and_cycle_vanish_for_a_perfect_encoder_decoder_pair():
+    """Toy images are [AU part | identity part]; the encoders read their part, the decoder writes both."""
+    torch.manual_seed(0)
+    n, c = 4, 5
+    au, ident, ident_b = torch.randn(n, c), torch.randn(n, c), torch.randn(n, c)
+
+    def image(a, u):
+        return torch.cat([a, u], 1).view(n, 1, 1, 2 * c).expand(n, 3, 1, 2 * c).contiguous()
+
+    def encode_au(img):
+        return img[:, 0, 0, :c]
+
+    def encode_id(img):
+        return img[:, 0, 0, c:]
+
+    x = image(au, ident)
+    out = cir_losses(encode_au, encode_id, image, x, encode_au(x), x.clone(), image(au * 0, ident_b))
+    assert out["self"].item() == pytest.approx(0, abs=1e-6)
+    assert out["swap"].item() == pytest.approx(0, abs=1e-6)
+    assert out["cycle"].item() == pytest.approx(0, abs=1e-6)
+
+    def leaky_decode(a, u):  # a decoder that lets identity leak into the AU part breaks swap and cycle
+        return image(a + 0.5 * u, u)
+
+    bad = cir_losses(encode_au, encode_id, leaky_decode, x, encode_au(x), x.clone(), image(au * 0, ident_b))
+    assert bad["swap"] > 0.01 and bad["cycle"] > 0.01
+
+
+def test_clp_forward_backward_and_queue():
+    torch.manual_seed(0)
+    net = CLP(resnet_small(), 256, dim=16, queue_size=12, id_dim=8, decoder_size=16)
+    x = torch.randn(2, 4, 3, 64, 64)
+    out = net(x, x + 0.01 * torch.randn_like(x), torch.tensor([0, 1]), torch.randn(2, 3, 64, 64))
+    out["loss"].backward()
+    assert all(k in out for k in ("nce", "rank", "self", "swap", "cycle"))
+    assert net.encoder.conv1.weight.grad is not None and net.key_encoder.conv1.weight.grad is None
+    assert out["queue_fill"].item() == pytest.approx(8 / 12)
+    assert set(net.queue_ids[:8].tolist()) == {0, 1}
+    net(x, x, torch.tensor([2, 3]), torch.randn(2, 3, 64, 64))
+    assert int(net.queue_ptr) == 4 and out["logits"].shape == (8, 4)  # 16 keys through a 12-slot ring
