@@ -36,3 +36,20 @@ def sample_extraction(assets, sample_video, tmp_path_factory):
     out = tmp_path_factory.mktemp("sample_clips")
     summary = run_extract([sample_video], out, ExtractParams(), workers=2, progress=False)
     return out, summary
+
+
+@pytest.fixture(scope="session")
+def synth_clips(assets, tmp_path_factory):
+    """A small synthetic pretraining corpus, rendered and extracted: 4 identities x 1 clip x 48 frames."""
+    from clpau.config import SynthParams
+    from clpau.synth import run_synth
+
+    root = tmp_path_factory.mktemp("synth_small")
+    params = SynthParams(assets_dir=assets.root, out_dir=root / "raw", labels_dir=root / "labels",
+                         pretrain={"identities": 4, "videos_per_identity": 1, "frames": 48},
+                         labelled={"tasks": 1, "frames": 16})
+    run_synth(params, workers=2, progress=False)
+    out = root / "clips"
+    run_extract([params.out_dir / "pretrain"], out, ExtractParams(), workers=2, identity_rule="prefix",
+                progress=False)
+    return out

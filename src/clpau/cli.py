@@ -62,6 +62,18 @@ def _synth(args, params) -> int:
     return 0
 
 
+def _pretrain(args, params) -> int:
+    from .pretrain import run_pretrain
+
+    p = params.pretrain
+    updates = {k: v for k, v in {"method": args.method, "max_steps": args.max_steps}.items() if v is not None}
+    if updates:
+        p = p.model_validate({**p.model_dump(), **updates})
+    result = run_pretrain(p, progress=not args.quiet)
+    print(f"pretrain: {result['method']} finished at step {result['steps']}; encoder in {p.out_dir / 'encoder.pt'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clpau",
@@ -87,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where --preview writes (default: %(default)s)")
     sy.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+    pt = sub.add_parser("pretrain", help="self-supervised pretraining (clp, tcl, cir, simclr, moco, random)",
+                        description="Train an encoder on the clips of pretrain.data with Lightning Fabric; writes "
+                                    "pretrain.out_dir/encoder.pt, checkpoints (a rerun resumes from the last) and "
+                                    "dvclive metrics in pretrain.live_dir.")
+    pt.add_argument("--method", choices=["clp", "tcl", "cir", "simclr", "moco", "random"],
+                    help="default: pretrain.method")
+    pt.add_argument("--max-steps", type=int, help="default: pretrain.max_steps")
+    pt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
     ex = sub.add_parser("extract", help="video files/folders -> aligned face clips (parquet tables + frame shards)",
                         description="Decode videos, follow the largest face, align it and cut clips of consecutive "
                                     "frames. Bad inputs become rows with a status; they never stop the batch. A "
@@ -104,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"assets": _assets, "synth": _synth, "extract": _extract}
+COMMANDS = {"assets": _assets, "synth": _synth, "extract": _extract, "pretrain": _pretrain}
 
 
 def main(argv: list[str] | None = None) -> int:

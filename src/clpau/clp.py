@@ -188,7 +188,7 @@ class CLP(nn.Module):
 
     @torch.no_grad()
     def _enqueue(self, keys: torch.Tensor, ids: torch.Tensor) -> None:
-        keys, ids = self.gather(keys), self.gather(ids)
+        keys, ids = self.gather(keys).to(self.queue.dtype), self.gather(ids)
         n, size = len(keys), len(self.queue)
         if n >= size:
             keys, ids, n = keys[-size:], ids[-size:], size

@@ -7,7 +7,7 @@ message that names it (``params.yaml: extract.clip_len: Input should be greater 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -92,10 +92,48 @@ class SynthParams(_Section):
     labelled: SynthLabelledParams = SynthLabelledParams()
 
 
+class PretrainParams(_Section):
+    method: Literal["clp", "tcl", "cir", "simclr", "moco", "random"] = "clp"
+    data: list[Path] = [Path("data/clips/synth_pretrain")]
+    out_dir: Path = Path("models")
+    live_dir: Path = Path("dvclive/pretrain")
+    backbone: Literal["resnet_small", "resnet18"] = "resnet_small"
+    image_size: int = Field(64, ge=32, le=256)
+    clip_len: int = Field(8, ge=2, description="frames per clip (TCL); frame methods use single frames")
+    frame_stride: int = Field(1, ge=1)
+    batch_clips: int = Field(16, ge=2, description="clips per step; frame methods take batch_clips*clip_len frames")
+    max_steps: int = Field(300, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(20, ge=0)
+    precision: str = "bf16-mixed"
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_workers: int = Field(2, ge=0)
+    ckpt_every: int = Field(100, ge=1)
+    log_every: int = Field(10, ge=1)
+    seed: int = 0
+    dim: int = Field(128, ge=8)
+    queue_size: int = Field(4096, ge=16)
+    momentum: float = Field(0.99, gt=0, lt=1)
+    tau: float = Field(0.1, gt=0)
+    m_max: float = Field(0.3, ge=0)
+    delta_scale: float = Field(4.0, gt=0)
+    rank_margin: float = Field(0.05, ge=0)
+    rank_weight: float = Field(0.5, ge=0)
+    lambda_self: float = Field(1.0, ge=0)
+    lambda_swap: float = Field(0.5, ge=0)
+    lambda_cycle: float = Field(0.5, ge=0)
+    decoder_size: int = Field(32, ge=8)
+    simclr_tau: float = Field(0.2, gt=0)
+
+
 class Params(_Section):
     assets: AssetsParams = AssetsParams()
     synth: SynthParams = SynthParams()
     extract: ExtractParams = ExtractParams()
+    pretrain: PretrainParams = PretrainParams()
 
 
 def _format_error(source: str, err: ValidationError) -> str:

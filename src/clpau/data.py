@@ -1,0 +1,110 @@
+"""Clip dataset over `extract` output: T consecutive aligned frames, read by memory map, two augmented views.
+
+Augmentations keep facial action intact: scale/translation jitter, colour, blur, rare greyscale — no horizontal
+flip (AUs can be asymmetric and the labels would have to flip too). One augmentation is drawn per view and clip
+and applied to all its T frames, so frames of a view differ only in what the face does — never in how it was
+augmented, which would hand the temporal contrast a shortcut.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+MEAN, STD = 0.5, 0.25
+
+
+def load_clips(roots: list[Path | str], span: int) -> pd.DataFrame:
+    """Clips of every extract output folder that hold at least `span` frames, with absolute shard paths."""
+    parts = []
+    for root in map(Path, roots):
+        table = root / "clips.parquet"
+        if not table.exists():
+            raise FileNotFoundError(f"{table} is missing: run `clpau extract … --out {root}` first")
+        df = pd.read_parquet(table)
+        df["shard_path"] = [str(root / s) for s in df["shard"]]
+        parts.append(df)
+    clips = pd.concat(parts, ignore_index=True)
+    clips = clips[clips["n_frames"] >= span].reset_index(drop=True)
+    if clips.empty:
+        raise ValueError(f"no clip of {span} or more frames in {', '.join(map(str, roots))}")
+    return clips
+
+
+class ClipDataset(Dataset):
+    """Item: {"view_q", "view_k": (T, 3, S, S) float, "clip_id": int, "identity": int, "other": (3, S, S) frame of
+    another identity}. `clip_len` frames `stride` apart, from a random offset inside the clip when augmenting."""
+
+    def __init__(self, roots: list[Path | str], clip_len: int = 8, stride: int = 1, size: int = 64,
+                 augment: bool = True, seed: int = 0):
+        self.span = (clip_len - 1) * stride + 1
+        self.clips = load_clips(roots, self.span)
+        self.clip_len, self.stride, self.size, self.augment, self.seed = clip_len, stride, size, augment, seed
+        ids = sorted(self.clips["identity"].unique())
+        self.identity_index = {name: i for i, name in enumerate(ids)}
+        self.identity = self.clips["identity"].map(self.identity_index).to_numpy()
+        self.start_row = self.clips["start_row"].to_numpy()
+        self.n_frames = self.clips["n_frames"].to_numpy()
+        self.shard_path = self.clips["shard_path"].to_numpy()
+        self._shards: dict[str, np.ndarray] = {}
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = epoch
+
+    def _shard(self, path: str) -> np.ndarray:
+        shard = self._shards.get(path)
+        if shard is None:  # opened lazily, so each loader worker maps its own
+            shard = self._shards[path] = np.load(path, mmap_mode="r")
+        return shard
+
+    def frames(self, i: int, offset: int = 0) -> np.ndarray:
+        start = self.start_row[i] + offset
+        return np.array(self._shard(self.shard_path[i])[start: start + self.span: self.stride])  # owned copy
+
+    def __getitem__(self, i: int) -> dict:
+        rng = np.random.default_rng((self.seed, self._epoch, i))
+        offset = int(rng.integers(0, self.n_frames[i] - self.span + 1)) if self.augment else 0
+        clip = torch.from_numpy(self.frames(i, offset)).permute(0, 3, 1, 2)  # (T, 3, S0, S0) uint8
+        # a frame of someone else: what cross-identity reconstruction swaps in
+        j = int(rng.integers(len(self)))
+        while self.identity[j] == self.identity[i] and len(self.identity_index) > 1:
+            j = int(rng.integers(len(self)))
+        other = torch.from_numpy(self.frames(j, 0)[0]).permute(2, 0, 1)[None]
+        view_q, view_k = (self._view(clip, rng) for _ in range(2))
+        return {"view_q": view_q, "view_k": view_k, "other": self._view(other, rng)[0],
+                "clip_id": i, "identity": int(self.identity[i])}
+
+    def _view(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """One augmentation for all frames of x (N, 3, S0, S0) uint8 -> (N, 3, size, size) normalised float."""
+        x = x.float() / 255
+        s0 = x.shape[-1]
+        if self.augment:
+            scale = rng.uniform(0.85, 1.0)
+            side = max(8, int(round(s0 * scale)))
+            top = int(rng.integers(0, s0 - side + 1))
+            left = int(rng.integers(0, s0 - side + 1))
+            x = x[..., top: top + side, left: left + side]
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        if self.augment:
+            b, c, s = rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3)
+            gray = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
+            x = gray + (x - gray) * s  # saturation
+            x = (x - x.mean((1, 2, 3), keepdim=True)) * c + x.mean((1, 2, 3), keepdim=True)  # contrast
+            x = x * b  # brightness
+            if rng.random() < 0.1:
+                x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True).expand_as(x)
+            if rng.random() < 0.3:
+                k = torch.tensor([1.0, 2.0, 1.0])
+                k = (k[:, None] * k[None, :] / 16).expand(3, 1, 3, 3)
+                x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=3)
+            x = x.clamp(0, 1)
+        return (x - MEAN) / STD

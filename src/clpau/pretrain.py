@@ -1,0 +1,160 @@
+"""Stage `pretrain`: self-supervised pretraining with Lightning Fabric — one loop, read top to bottom.
+
+Methods (`pretrain.method`): `clp` (TCL + CIR, clp.py), its ablations `tcl` and `cir`, the frame baselines
+`simclr` (NT-Xent, simclr.py) and `moco` (MoCo v2: the CLP module with single frames — no in-clip negatives, no
+ranking, no CIR — is exactly a momentum encoder with a queue), and `random` (an untrained encoder).
+
+Writes `out_dir/encoder.pt` (loadable with ``torch.load(..., weights_only=True)``), checkpoints every
+`ckpt_every` steps to `out_dir/checkpoints/last.ckpt` (atomically), and dvclive metrics under `live_dir`. A rerun
+resumes from the last checkpoint; a finished run is not redone.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from .backbone import build_backbone
+from .clp import CLP, Projector
+from .config import PretrainParams
+from .data import ClipDataset
+from .simclr import nt_xent
+
+FRAME_METHODS = {"simclr", "moco"}
+
+
+class SimCLR(torch.nn.Module):
+    def __init__(self, backbone: torch.nn.Module, feat_dim: int, dim: int, tau: float):
+        super().__init__()
+        self.encoder, self.projector, self.tau = backbone, Projector(feat_dim, 2 * feat_dim, dim), tau
+
+    def forward(self, view_q, view_k, clip_ids=None, other_identity=None) -> dict:
+        z1 = self.projector(self.encoder(view_q.flatten(0, 1)))
+        z2 = self.projector(self.encoder(view_k.flatten(0, 1)))
+        loss = nt_xent(z1, z2, self.tau)
+        return {"loss": loss, "nce": loss}
+
+
+def build_model(p: PretrainParams, gather=None) -> torch.nn.Module:
+    backbone = build_backbone(p.backbone)
+    feat = backbone.out_dim
+    if p.method == "simclr":
+        return SimCLR(backbone, feat, p.dim, p.simclr_tau)
+    tcl = {"tau": p.tau, "m_max": p.m_max, "delta_scale": p.delta_scale, "rank_margin": p.rank_margin,
+           "rank_weight": p.rank_weight}
+    return CLP(backbone, feat, dim=p.dim, queue_size=p.queue_size, momentum=p.momentum,
+               use_tcl=p.method in {"clp", "tcl", "moco"}, use_cir=p.method in {"clp", "cir"},
+               decoder_size=p.decoder_size, tcl=tcl, lambdas=(p.lambda_self, p.lambda_swap, p.lambda_cycle),
+               gather=gather)
+
+
+def lr_at(step: int, p: PretrainParams) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < p.warmup_steps:
+        return p.lr * (step + 1) / p.warmup_steps
+    progress = (step - p.warmup_steps) / max(1, p.max_steps - p.warmup_steps)
+    return p.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def save_encoder(path: Path, backbone: torch.nn.Module, p: PretrainParams, step: int) -> None:
+    """The downstream artefact: backbone weights + what is needed to rebuild it; plain tensors and strings."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    state = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
+    torch.save({"state_dict": state, "backbone": p.backbone, "method": p.method, "image_size": p.image_size,
+                "feat_dim": backbone.out_dim, "step": step}, tmp)
+    os.replace(tmp, path)
+
+
+def load_encoder(path: Path | str) -> tuple[torch.nn.Module, dict]:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    net = build_backbone(blob["backbone"])
+    net.load_state_dict(blob["state_dict"])
+    return net.eval(), {k: v for k, v in blob.items() if k != "state_dict"}
+
+
+def run_pretrain(p: PretrainParams, progress: bool = True, log=print) -> dict:
+    from dvclive import Live
+    from lightning_fabric import Fabric
+    from tqdm import tqdm
+
+    fabric = Fabric(accelerator=p.accelerator, devices=p.devices, precision=p.precision, strategy=p.strategy)
+    fabric.launch()
+    fabric.seed_everything(p.seed)
+    encoder_path = p.out_dir / "encoder.pt"
+    ckpt_path = p.out_dir / "checkpoints" / "last.ckpt"
+
+    model = build_model(p, gather=lambda t: fabric.all_gather(t).flatten(0, -2) if t.ndim > 1
+                        else fabric.all_gather(t).flatten())
+    if p.method == "random":
+        if fabric.global_rank == 0:
+            save_encoder(encoder_path, model.encoder, p, 0)
+        return {"method": "random", "steps": 0}
+
+    frame_method = p.method in FRAME_METHODS
+    dataset = ClipDataset(p.data, clip_len=1 if frame_method else p.clip_len, stride=p.frame_stride,
+                          size=p.image_size, seed=p.seed)
+    batch = p.batch_clips * p.clip_len if frame_method else p.batch_clips
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=p.num_workers,
+                        persistent_workers=p.num_workers > 0, generator=torch.Generator().manual_seed(p.seed))
+    optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=p.lr,
+                                  weight_decay=p.weight_decay)
+    model, optimizer = fabric.setup(model, optimizer)
+    loader = fabric.setup_dataloaders(loader)
+
+    state = {"model": model, "optimizer": optimizer, "step": 0}
+    resumed = ckpt_path.exists()
+    if resumed:
+        fabric.load(ckpt_path, state, weights_only=True)
+        log(f"pretrain: resuming {p.method} from step {state['step']} ({ckpt_path})")
+    step = state["step"]
+    # dvcyaml=False: the stage declares its own metrics and plots; save_dvc_exp=False: never touch git itself
+    live = (Live(str(p.live_dir), dvcyaml=False, save_dvc_exp=False, resume=resumed, report=None)
+            if fabric.global_rank == 0 else None)
+    bar = tqdm(total=p.max_steps, initial=step, desc=f"pretrain {p.method}", unit="step",
+               disable=not progress or fabric.global_rank != 0)
+    images_per_step = batch * (1 if frame_method else p.clip_len)
+    t_last, n_last = time.perf_counter(), step
+    epoch = step // max(len(loader), 1)
+    while step < p.max_steps:
+        dataset.set_epoch(epoch)
+        for batch_data in loader:
+            if step >= p.max_steps:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, p)
+            out = model(batch_data["view_q"], batch_data["view_k"], batch_data["clip_id"], batch_data["other"])
+            optimizer.zero_grad(set_to_none=True)
+            fabric.backward(out["loss"])
+            optimizer.step()
+            step += 1
+            state["step"] = step
+            bar.update(1)
+            if live is not None and (step % p.log_every == 0 or step == p.max_steps):
+                now = time.perf_counter()
+                live.log_metric("img_per_s", images_per_step * (step - n_last) / max(now - t_last, 1e-9))
+                t_last, n_last = now, step
+                live.log_metric("lr", lr_at(step - 1, p))
+                for k in ("loss", "nce", "rank", "self", "swap", "cycle", "queue_fill"):
+                    if k in out:
+                        live.log_metric(f"train/{k}", float(out[k].detach()))
+                live.step = step
+                live.next_step()
+            if step % p.ckpt_every == 0 or step == p.max_steps:
+                tmp = ckpt_path.with_name(ckpt_path.name + ".tmp")
+                fabric.save(tmp, state)
+                if fabric.global_rank == 0:
+                    os.replace(tmp, ckpt_path)
+        epoch += 1
+    bar.close()
+    if fabric.global_rank == 0:
+        save_encoder(encoder_path, fabric.to_device(model).module.encoder if hasattr(model, "module")
+                     else model.encoder, p, step)
+        if live is not None:
+            live.end()
+    return {"method": p.method, "steps": step, "resumed": resumed}
