@@ -40,7 +40,8 @@ def sample_extraction(assets, sample_video, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def synth_clips(assets, tmp_path_factory):
-    """A small synthetic pretraining corpus, rendered and extracted: 4 identities x 1 clip x 48 frames."""
+    """A small synthetic set, rendered and extracted: pretraining corpus of 4 identities x 1 clip x 48 frames in
+    the returned folder; the 24 labelled subjects x 1 task x 16 frames in ../labelled_clips (labels in ../labels)."""
     from clpau.config import SynthParams
     from clpau.synth import run_synth
 
@@ -52,4 +53,6 @@ def synth_clips(assets, tmp_path_factory):
     out = root / "clips"
     run_extract([params.out_dir / "pretrain"], out, ExtractParams(), workers=2, identity_rule="prefix",
                 progress=False)
+    run_extract([params.out_dir / "labelled"], root / "labelled_clips", ExtractParams(), workers=2,
+                identity_rule="prefix", progress=False)
     return out

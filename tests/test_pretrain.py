@@ -60,3 +60,16 @@ def test_kill_and_resume_from_checkpoint(synth_clips, tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"resuming clp from step {saved}" in again.stdout + again.stderr
     assert load_encoder(p.out_dir / "encoder.pt")[1]["step"] == 40
+
+
+def test_supervised_trains_one_encoder_per_fold(synth_clips, tmp_path):
+    root = synth_clips.parent
+    p = _params(tmp_path, synth_clips, method="supervised", max_steps=2, labelled_clips=root / "labelled_clips",
+                labels_dir=root / "labels" / "labelled")
+    result = run_pretrain(p, progress=False, log=lambda *_: None)
+    assert result["folds"] == 3
+    nets = [load_encoder(p.out_dir / "encoder.pt", fold=k)[0] for k in range(3)]
+    w = [n.conv1.weight for n in nets]
+    assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])
+    with pytest.raises(ValueError, match="one supervised encoder per fold"):
+        load_encoder(p.out_dir / "encoder.pt")

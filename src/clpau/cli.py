@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train an encoder on the clips of pretrain.data with Lightning Fabric; writes "
                                     "pretrain.out_dir/encoder.pt, checkpoints (a rerun resumes from the last) and "
                                     "dvclive metrics in pretrain.live_dir.")
-    pt.add_argument("--method", choices=["clp", "tcl", "cir", "simclr", "moco", "random"],
+    pt.add_argument("--method", choices=["clp", "tcl", "cir", "simclr", "moco", "random", "supervised"],
                     help="default: pretrain.method")
     pt.add_argument("--max-steps", type=int, help="default: pretrain.max_steps")
     pt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -93,8 +93,13 @@ class SynthParams(_Section):
 
 
 class PretrainParams(_Section):
-    method: Literal["clp", "tcl", "cir", "simclr", "moco", "random"] = "clp"
+    method: Literal["clp", "tcl", "cir", "simclr", "moco", "random", "supervised"] = "clp"
     data: list[Path] = [Path("data/clips/synth_pretrain")]
+    # `supervised` only: the labelled benchmark, its labels and folds
+    labelled_clips: Path = Path("data/clips/synth_labelled")
+    labels_dir: Path = Path("data/labels/synth/labelled")
+    folds: Path = Path("data/folds/synth.yaml")
+    aus: list[int] = [1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24]
     out_dir: Path = Path("models")
     live_dir: Path = Path("dvclive/pretrain")
     backbone: Literal["resnet_small", "resnet18"] = "resnet_small"

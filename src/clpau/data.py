@@ -84,27 +84,85 @@ class ClipDataset(Dataset):
                 "clip_id": i, "identity": int(self.identity[i])}
 
     def _view(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        """One augmentation for all frames of x (N, 3, S0, S0) uint8 -> (N, 3, size, size) normalised float."""
-        x = x.float() / 255
-        s0 = x.shape[-1]
-        if self.augment:
-            scale = rng.uniform(0.85, 1.0)
-            side = max(8, int(round(s0 * scale)))
-            top = int(rng.integers(0, s0 - side + 1))
-            left = int(rng.integers(0, s0 - side + 1))
-            x = x[..., top: top + side, left: left + side]
-        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
-        if self.augment:
-            b, c, s = rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3)
-            gray = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
-            x = gray + (x - gray) * s  # saturation
-            x = (x - x.mean((1, 2, 3), keepdim=True)) * c + x.mean((1, 2, 3), keepdim=True)  # contrast
-            x = x * b  # brightness
-            if rng.random() < 0.1:
-                x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True).expand_as(x)
-            if rng.random() < 0.3:
-                k = torch.tensor([1.0, 2.0, 1.0])
-                k = (k[:, None] * k[None, :] / 16).expand(3, 1, 3, 3)
-                x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=3)
-            x = x.clamp(0, 1)
-        return (x - MEAN) / STD
+        return augment_view(x, rng, self.size, self.augment)
+
+
+def augment_view(x: torch.Tensor, rng: np.random.Generator, size: int, augment: bool) -> torch.Tensor:
+    """One augmentation for all frames of x (N, 3, S0, S0) uint8 -> (N, 3, size, size) normalised float."""
+    x = x.float() / 255
+    s0 = x.shape[-1]
+    if augment:
+        scale = rng.uniform(0.85, 1.0)
+        side = max(8, int(round(s0 * scale)))
+        top = int(rng.integers(0, s0 - side + 1))
+        left = int(rng.integers(0, s0 - side + 1))
+        x = x[..., top: top + side, left: left + side]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    if augment:
+        b, c, s = rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3)
+        gray = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
+        x = gray + (x - gray) * s  # saturation
+        x = (x - x.mean((1, 2, 3), keepdim=True)) * c + x.mean((1, 2, 3), keepdim=True)  # contrast
+        x = x * b  # brightness
+        if rng.random() < 0.1:
+            x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True).expand_as(x)
+        if rng.random() < 0.3:
+            k = torch.tensor([1.0, 2.0, 1.0])
+            k = (k[:, None] * k[None, :] / 16).expand(3, 1, 3, 3)
+            x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=3)
+        x = x.clamp(0, 1)
+    return (x - MEAN) / STD
+
+
+class LabelledFrames(Dataset):
+    """Face frames of a labelled extract output joined to their AU labels by frame number, for the subjects given.
+
+    Item: {"image": (3, size, size), "labels": (n_aus,) float with -1 for unknown, "subject": str index}."""
+
+    def __init__(self, clips_dir: Path | str, labels_dir: Path | str, subjects: list[str], aus: list[int],
+                 size: int = 64, augment: bool = True, seed: int = 0):
+        from .labels import UNKNOWN, read_occurrence_csv
+
+        clips_dir, labels_dir = Path(clips_dir), Path(labels_dir)
+        videos = pd.read_parquet(clips_dir / "videos.parquet")
+        shard, row, labels, subject = [], [], [], []
+        wanted = set(subjects)
+        for _, v in videos[videos["face_frames"] > 0].iterrows():
+            stem = Path(v["video"]).stem
+            who = stem.split("_")[0]
+            if who not in wanted:
+                continue
+            index = pd.read_parquet(clips_dir / "frames" / v["key"] / "index.parquet")
+            frames, lab = read_occurrence_csv(labels_dir / f"{stem}.csv", aus)
+            by_frame = dict(zip(frames.tolist(), range(len(frames)), strict=True))
+            faces = index[index["face"]]
+            for frame, r in zip(faces["frame"].tolist(), faces["row"].tolist(), strict=True):
+                if frame in by_frame:
+                    shard.append(str(clips_dir / "frames" / v["key"] / "faces.npy"))
+                    row.append(r)
+                    labels.append(lab[by_frame[frame]])
+                    subject.append(who)
+        if not shard:
+            raise ValueError(f"no labelled face frame of subjects {sorted(wanted)[:5]}… in {clips_dir}")
+        self.shard, self.row = np.array(shard), np.array(row)
+        lab = np.array(labels, np.float32)
+        lab[lab == UNKNOWN] = -1
+        self.labels, self.subject = lab, np.array(subject)
+        self.size, self.augment, self.seed = size, augment, seed
+        self._shards: dict[str, np.ndarray] = {}
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = epoch
+
+    def __getitem__(self, i: int) -> dict:
+        path = self.shard[i]
+        shard = self._shards.get(path)
+        if shard is None:
+            shard = self._shards[path] = np.load(path, mmap_mode="r")
+        img = torch.from_numpy(np.array(shard[self.row[i]])).permute(2, 0, 1)[None]
+        rng = np.random.default_rng((self.seed, self._epoch, i))
+        return {"image": augment_view(img, rng, self.size, self.augment)[0], "labels": torch.from_numpy(self.labels[i])}

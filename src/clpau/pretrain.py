@@ -2,7 +2,8 @@
 
 Methods (`pretrain.method`): `clp` (TCL + CIR, clp.py), its ablations `tcl` and `cir`, the frame baselines
 `simclr` (NT-Xent, simclr.py) and `moco` (MoCo v2: the CLP module with single frames — no in-clip negatives, no
-ranking, no CIR — is exactly a momentum encoder with a queue), and `random` (an untrained encoder).
+ranking, no CIR — is exactly a momentum encoder with a queue), `random` (an untrained encoder) and `supervised`
+(the upper bound: one backbone per fold, trained with AU labels on the other folds' subjects).
 
 Writes `out_dir/encoder.pt` (loadable with ``torch.load(..., weights_only=True)``), checkpoints every
 `ckpt_every` steps to `out_dir/checkpoints/last.ckpt` (atomically), and dvclive metrics under `live_dir`. A rerun
@@ -61,64 +62,73 @@ def lr_at(step: int, p: PretrainParams) -> float:
     return p.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def save_encoder(path: Path, backbone: torch.nn.Module, p: PretrainParams, step: int) -> None:
-    """The downstream artefact: backbone weights + what is needed to rebuild it; plain tensors and strings."""
+def save_encoder(path: Path, backbone: torch.nn.Module, p: PretrainParams, step: int,
+                 fold_state_dicts: list[dict] | None = None) -> None:
+    """The downstream artefact: backbone weights + what is needed to rebuild it; plain tensors and strings.
+    `supervised` also stores one backbone per fold (trained without that fold's subjects)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
-    torch.save({"state_dict": state, "backbone": p.backbone, "method": p.method, "image_size": p.image_size,
-                "feat_dim": backbone.out_dim, "step": step}, tmp)
+    blob = {"state_dict": state, "backbone": p.backbone, "method": p.method, "image_size": p.image_size,
+            "feat_dim": backbone.out_dim, "step": step}
+    if fold_state_dicts is not None:
+        blob["fold_state_dicts"] = fold_state_dicts
+    torch.save(blob, tmp)
     os.replace(tmp, path)
 
 
-def load_encoder(path: Path | str) -> tuple[torch.nn.Module, dict]:
+def load_encoder(path: Path | str, fold: int | None = None) -> tuple[torch.nn.Module, dict]:
+    """The backbone (for `supervised`, the one that never saw fold `fold`'s subjects) and its metadata."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     net = build_backbone(blob["backbone"])
-    net.load_state_dict(blob["state_dict"])
-    return net.eval(), {k: v for k, v in blob.items() if k != "state_dict"}
+    folds = blob.get("fold_state_dicts")
+    if folds is not None and fold is None:
+        raise ValueError(f"{path} holds one supervised encoder per fold: pass fold=0..{len(folds) - 1}")
+    net.load_state_dict(folds[fold] if folds is not None else blob["state_dict"])
+    meta = {k: v for k, v in blob.items() if k not in ("state_dict", "fold_state_dicts")}
+    meta["folds"] = len(folds) if folds is not None else 0
+    return net.eval(), meta
 
 
-def run_pretrain(p: PretrainParams, progress: bool = True, log=print) -> dict:
+class Supervised(torch.nn.Module):
+    """The upper bound: the backbone trained on the labelled training folds with a multi-label linear head;
+    unknown labels (-1) are masked out of the loss."""
+
+    def __init__(self, backbone: torch.nn.Module, n_aus: int):
+        super().__init__()
+        self.encoder, self.head = backbone, torch.nn.Linear(backbone.out_dim, n_aus)
+
+    def forward(self, image: torch.Tensor, labels: torch.Tensor) -> dict:
+        logits = self.head(self.encoder(image)).float()
+        known = labels >= 0
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[known], labels[known])
+        return {"loss": loss}
+
+
+def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Path, live_dir: Path, desc: str,
+           images_per_step: int, step_fn, progress: bool, log) -> tuple[int, bool]:
+    """The loop: warm-up + cosine lr, Fabric backward, dvclive every log_every steps, atomic checkpoints every
+    ckpt_every steps; resumes from `ckpt_path` when it exists. Returns (steps done, resumed)."""
     from dvclive import Live
-    from lightning_fabric import Fabric
     from tqdm import tqdm
 
-    fabric = Fabric(accelerator=p.accelerator, devices=p.devices, precision=p.precision, strategy=p.strategy)
-    fabric.launch()
-    fabric.seed_everything(p.seed)
-    encoder_path = p.out_dir / "encoder.pt"
-    ckpt_path = p.out_dir / "checkpoints" / "last.ckpt"
-
-    model = build_model(p, gather=lambda t: fabric.all_gather(t).flatten(0, -2) if t.ndim > 1
-                        else fabric.all_gather(t).flatten())
-    if p.method == "random":
-        if fabric.global_rank == 0:
-            save_encoder(encoder_path, model.encoder, p, 0)
-        return {"method": "random", "steps": 0}
-
-    frame_method = p.method in FRAME_METHODS
-    dataset = ClipDataset(p.data, clip_len=1 if frame_method else p.clip_len, stride=p.frame_stride,
-                          size=p.image_size, seed=p.seed)
-    batch = p.batch_clips * p.clip_len if frame_method else p.batch_clips
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=p.num_workers,
                         persistent_workers=p.num_workers > 0, generator=torch.Generator().manual_seed(p.seed))
     optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=p.lr,
                                   weight_decay=p.weight_decay)
     model, optimizer = fabric.setup(model, optimizer)
     loader = fabric.setup_dataloaders(loader)
-
     state = {"model": model, "optimizer": optimizer, "step": 0}
     resumed = ckpt_path.exists()
     if resumed:
         fabric.load(ckpt_path, state, weights_only=True)
-        log(f"pretrain: resuming {p.method} from step {state['step']} ({ckpt_path})")
+        log(f"pretrain: resuming {desc} from step {state['step']} ({ckpt_path})")
     step = state["step"]
     # dvcyaml=False: the stage declares its own metrics and plots; save_dvc_exp=False: never touch git itself
-    live = (Live(str(p.live_dir), dvcyaml=False, save_dvc_exp=False, resume=resumed, report=None)
+    live = (Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=resumed, report=None)
             if fabric.global_rank == 0 else None)
-    bar = tqdm(total=p.max_steps, initial=step, desc=f"pretrain {p.method}", unit="step",
+    bar = tqdm(total=p.max_steps, initial=step, desc=f"pretrain {desc}", unit="step",
                disable=not progress or fabric.global_rank != 0)
-    images_per_step = batch * (1 if frame_method else p.clip_len)
     t_last, n_last = time.perf_counter(), step
     epoch = step // max(len(loader), 1)
     while step < p.max_steps:
@@ -128,7 +138,7 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print) -> dict:
                 break
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, p)
-            out = model(batch_data["view_q"], batch_data["view_k"], batch_data["clip_id"], batch_data["other"])
+            out = step_fn(model, batch_data)
             optimizer.zero_grad(set_to_none=True)
             fabric.backward(out["loss"])
             optimizer.step()
@@ -152,9 +162,60 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print) -> dict:
                     os.replace(tmp, ckpt_path)
         epoch += 1
     bar.close()
+    if live is not None:
+        live.end()
+    return step, resumed
+
+
+def run_pretrain(p: PretrainParams, progress: bool = True, log=print) -> dict:
+    from lightning_fabric import Fabric
+
+    fabric = Fabric(accelerator=p.accelerator, devices=p.devices, precision=p.precision, strategy=p.strategy)
+    fabric.launch()
+    fabric.seed_everything(p.seed)
+    encoder_path = p.out_dir / "encoder.pt"
+    (p.out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    if p.method == "supervised":
+        return _run_supervised(fabric, p, encoder_path, progress, log)
+    model = build_model(p, gather=lambda t: fabric.all_gather(t).flatten(0, -2) if t.ndim > 1
+                        else fabric.all_gather(t).flatten())
+    if p.method == "random":
+        if fabric.global_rank == 0:
+            save_encoder(encoder_path, model.encoder, p, 0)
+        return {"method": "random", "steps": 0}
+    frame_method = p.method in FRAME_METHODS
+    dataset = ClipDataset(p.data, clip_len=1 if frame_method else p.clip_len, stride=p.frame_stride,
+                          size=p.image_size, seed=p.seed)
+    batch = p.batch_clips * p.clip_len if frame_method else p.batch_clips
+
+    def step_fn(m, b):
+        return m(b["view_q"], b["view_k"], b["clip_id"], b["other"])
+
+    steps, resumed = _train(fabric, model, dataset, batch, p, p.out_dir / "checkpoints" / "last.ckpt", p.live_dir,
+                            p.method, p.batch_clips * p.clip_len, step_fn, progress, log)
     if fabric.global_rank == 0:
-        save_encoder(encoder_path, fabric.to_device(model).module.encoder if hasattr(model, "module")
-                     else model.encoder, p, step)
-        if live is not None:
-            live.end()
-    return {"method": p.method, "steps": step, "resumed": resumed}
+        save_encoder(encoder_path, model.encoder, p, steps)
+    return {"method": p.method, "steps": steps, "resumed": resumed}
+
+
+def _run_supervised(fabric, p: PretrainParams, encoder_path: Path, progress: bool, log) -> dict:
+    """One model per fold, trained on the other folds' subjects; encoder.pt keeps all of them."""
+    from .data import LabelledFrames
+    from .synth import read_folds
+
+    folds = read_folds(p.folds)
+    fold_states, steps = [], 0
+    for k, test in enumerate(folds):
+        train = [s for i, f in enumerate(folds) if i != k for s in f]
+        dataset = LabelledFrames(p.labelled_clips, p.labels_dir, train, p.aus, size=p.image_size, seed=p.seed)
+        fabric.seed_everything(p.seed + k)
+        model = Supervised(build_backbone(p.backbone), len(p.aus))
+        batch = p.batch_clips * p.clip_len
+        steps, _ = _train(fabric, model, dataset, batch, p, p.out_dir / "checkpoints" / f"fold{k}.ckpt",
+                          p.live_dir / f"fold{k}", f"supervised fold {k} (test {test[0]}…)", batch,
+                          lambda m, b: m(b["image"], b["labels"]), progress, log)
+        fold_states.append({n: v.detach().cpu() for n, v in model.encoder.state_dict().items()})
+    if fabric.global_rank == 0:
+        save_encoder(encoder_path, model.encoder, p, steps, fold_state_dicts=fold_states)
+    return {"method": "supervised", "steps": steps, "folds": len(folds)}
