@@ -34,12 +34,16 @@ def test_dvc_repro_runs_the_pipeline(tmp_path):
     # a tiny synthetic set: the point here is the pipeline, not the data
     params["synth"]["pretrain"] = {"identities": 2, "videos_per_identity": 1, "frames": 20}
     params["synth"]["labelled"] = {"tasks": 1, "frames": 20, "speech": 0.5}
+    params["pretrain"].update(max_steps=3, batch_clips=2, clip_len=4, queue_size=64, num_workers=0, log_every=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "DO_NOT_TRACK": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
     _run(["git", "init", "-q"], repo, env)
     _run([str(BIN / "dvc"), "init", "-q"], repo, env)
+    # a repo with a commit, as users have it (dvclive 3.49 fails on a repo without one)
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "init"], repo, env)
     _run([str(BIN / "dvc"), "repro"], repo, env)
 
     out = repo / "data" / "clips" / "samples"
@@ -54,7 +58,10 @@ def test_dvc_repro_runs_the_pipeline(tmp_path):
     assert len(clips) > 50
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"assets", "synth", "extract@samples", "extract@synth_pretrain",
-                                   "extract@synth_labelled"}
+                                   "extract@synth_labelled", "pretrain"}
+    assert (repo / "models" / "encoder.pt").exists()
+    metrics = _run([str(BIN / "dvc"), "metrics", "show", "--json"], repo, env)
+    assert "train.loss" in metrics or '"loss"' in metrics
 
     second = _run([str(BIN / "dvc"), "repro"], repo, env)
     assert "didn't change, skipping" in second or "up to date" in second

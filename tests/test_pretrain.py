@@ -73,3 +73,10 @@ def test_supervised_trains_one_encoder_per_fold(synth_clips, tmp_path):
     assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])
     with pytest.raises(ValueError, match="one supervised encoder per fold"):
         load_encoder(p.out_dir / "encoder.pt")
+
+
+def test_checkpoint_of_other_params_is_not_resumed(synth_clips, tmp_path):
+    run_pretrain(_params(tmp_path, synth_clips, max_steps=2), progress=False, log=lambda *_: None)
+    messages = []
+    result = run_pretrain(_params(tmp_path, synth_clips, max_steps=2, tau=0.2), progress=False, log=messages.append)
+    assert not result["resumed"] and any("other parameters" in m for m in messages)

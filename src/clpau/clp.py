@@ -153,19 +153,20 @@ class CLP(nn.Module):
     """The whole method: encoders, momentum copies, queue, CIR networks; `forward` returns the loss terms.
 
     Defaults (our choice; the paper's are unknown): d=128, K=4096, m=0.99, τ=0.1, m_max=0.3, Δ_scale=4,
-    δ_rank=0.05, w_rank=0.5, λ_self=1, λ_swap=0.5, λ_cyc=0.5, decoder at 32 px.
+    δ_rank=0.05, w_rank=0.5, λ_self=1, λ_swap=0.5, λ_cyc=0.5, decoder at 32 px, CIR on 2 frames per clip.
     """
 
     def __init__(self, backbone: nn.Module, feat_dim: int, *, dim: int = 128, queue_size: int = 4096,
                  momentum: float = 0.99, use_tcl: bool = True, use_cir: bool = True, id_dim: int = 64,
                  decoder_size: int = 32, tcl: dict | None = None, lambdas: tuple[float, float, float] = (1, .5, .5),
+                 cir_frames: int = 2,
                  gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
         self.encoder = backbone
         self.projector = Projector(feat_dim, 2 * dim, dim)
         self.key_encoder = copy.deepcopy(backbone).requires_grad_(False)
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
-        self.momentum, self.use_tcl, self.use_cir = momentum, use_tcl, use_cir
+        self.momentum, self.use_tcl, self.use_cir, self.cir_frames = momentum, use_tcl, use_cir, cir_frames
         self.tcl_args = tcl or {}
         self.lambdas = lambdas
         self.gather = gather or (lambda t: t)  # all_gather across ranks under DDP
@@ -222,10 +223,17 @@ class CLP(nn.Module):
         if self.use_cir:
             if other_identity is None:
                 raise ValueError("CIR needs a frame of another identity per clip (other_identity)")
-            # identity from a different frame of the same clip: the frame half a clip away
-            shift = torch.roll(view_q, shifts=t // 2 if t > 1 else 0, dims=1).flatten(0, 1)
-            y = other_identity.repeat_interleave(t, 0)
-            terms = cir_losses(self.au_code, self.identity_encoder, self.decoder, flat_q, a, shift, y)
+            # CIR on `cir_frames` frames per clip: each frame already gives the full signal, and re-encoding every
+            # swapped frame would cost another backbone pass over the whole batch. The identity code comes from the
+            # frame half a clip away (same person, another moment).
+            n = min(self.cir_frames, t)
+            pick = torch.linspace(0, t - 1, n, device=view_q.device).round().long()
+            partner = (pick + t // 2) % t
+            x = view_q[:, pick].flatten(0, 1)
+            a_sel = a.view(b, t, -1)[:, pick].flatten(0, 1)
+            x_other_frame = view_q[:, partner].flatten(0, 1)
+            y = other_identity.repeat_interleave(n, 0)
+            terms = cir_losses(self.au_code, self.identity_encoder, self.decoder, x, a_sel, x_other_frame, y)
             out.update(terms)
             ls, lw, lc = self.lambdas
             total = total + ls * terms["self"] + lw * terms["swap"] + lc * terms["cycle"]

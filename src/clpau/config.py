@@ -131,6 +131,7 @@ class PretrainParams(_Section):
     lambda_swap: float = Field(0.5, ge=0)
     lambda_cycle: float = Field(0.5, ge=0)
     decoder_size: int = Field(32, ge=8)
+    cir_frames: int = Field(2, ge=1, description="frames per clip that cross-identity reconstruction uses")
     simclr_tau: float = Field(0.2, gt=0)
 
 

@@ -12,6 +12,8 @@ resumes from the last checkpoint; a finished run is not redone.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import time
@@ -50,8 +52,14 @@ def build_model(p: PretrainParams, gather=None) -> torch.nn.Module:
            "rank_weight": p.rank_weight}
     return CLP(backbone, feat, dim=p.dim, queue_size=p.queue_size, momentum=p.momentum,
                use_tcl=p.method in {"clp", "tcl", "moco"}, use_cir=p.method in {"clp", "cir"},
-               decoder_size=p.decoder_size, tcl=tcl, lambdas=(p.lambda_self, p.lambda_swap, p.lambda_cycle),
+               decoder_size=p.decoder_size, cir_frames=p.cir_frames, tcl=tcl, lambdas=(p.lambda_self, p.lambda_swap, p.lambda_cycle),
                gather=gather)
+
+
+def fingerprint(p: PretrainParams) -> str:
+    """What a checkpoint depends on: everything but where and how often things are written and the loader."""
+    relevant = p.model_dump(mode="json", exclude={"num_workers", "log_every", "ckpt_every", "out_dir", "live_dir"})
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def lr_at(step: int, p: PretrainParams) -> float:
@@ -118,8 +126,15 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
                                   weight_decay=p.weight_decay)
     model, optimizer = fabric.setup(model, optimizer)
     loader = fabric.setup_dataloaders(loader)
-    state = {"model": model, "optimizer": optimizer, "step": 0}
+    fp = fingerprint(p)
+    state = {"model": model, "optimizer": optimizer, "step": 0, "fingerprint": fp}
     resumed = ckpt_path.exists()
+    if resumed:
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("fingerprint")
+        if saved != fp:  # a checkpoint of other settings (kept by DVC's persist): not ours to continue
+            log(f"pretrain: {ckpt_path} was written with other parameters; starting afresh")
+            ckpt_path.unlink()
+            resumed = False
     if resumed:
         fabric.load(ckpt_path, state, weights_only=True)
         log(f"pretrain: resuming {desc} from step {state['step']} ({ckpt_path})")
