@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv repro test lint bench clean
+.PHONY: venv repro test lint bench clean compare
 venv: $(STAMP)
 
 # Reinstalls only when the pins or the package metadata change.
@@ -38,3 +38,12 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Every pretraining method as a DVC experiment, each in a temporary copy of the workspace (so the workspace is
+# left as it is), then one table. `dvc exp run` starts from HEAD: commit first.
+METHODS := clp tcl cir simclr moco random supervised
+compare: repro
+	for m in $(METHODS); do $(BIN)/dvc exp run --temp -n cmp-$$m -S pretrain.method=$$m; done
+	mkdir -p reports
+	$(BIN)/dvc exp show --no-pager --md --drop '.*' \
+	  --keep 'Experiment|Created|pretrain.method|train.loss|train.nce|step|img_per_s' | tee reports/compare.md
