@@ -36,7 +36,26 @@ def load_clips(roots: list[Path | str], span: int) -> pd.DataFrame:
     return clips
 
 
-class ClipDataset(Dataset):
+class _ShardDataset(Dataset):
+    """Frame shards opened lazily by memory map (so each loader worker maps its own) and an epoch counter that
+    seeds the augmentation, so a resumed run sees the same stream."""
+
+    _shards: dict[str, np.ndarray]
+    _epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = epoch
+
+    def _shard(self, path: str) -> np.ndarray:
+        if not hasattr(self, "_shards"):
+            self._shards = {}
+        shard = self._shards.get(path)
+        if shard is None:
+            shard = self._shards[path] = np.load(path, mmap_mode="r")
+        return shard
+
+
+class ClipDataset(_ShardDataset):
     """Item: {"view_q", "view_k": (T, 3, S, S) float, "clip_id": int, "identity": int, "other": (3, S, S) frame of
     another identity}. `clip_len` frames `stride` apart, from a random offset inside the clip when augmenting."""
 
@@ -51,20 +70,9 @@ class ClipDataset(Dataset):
         self.start_row = self.clips["start_row"].to_numpy()
         self.n_frames = self.clips["n_frames"].to_numpy()
         self.shard_path = self.clips["shard_path"].to_numpy()
-        self._shards: dict[str, np.ndarray] = {}
-        self._epoch = 0
 
     def __len__(self) -> int:
         return len(self.clips)
-
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch = epoch
-
-    def _shard(self, path: str) -> np.ndarray:
-        shard = self._shards.get(path)
-        if shard is None:  # opened lazily, so each loader worker maps its own
-            shard = self._shards[path] = np.load(path, mmap_mode="r")
-        return shard
 
     def frames(self, i: int, offset: int = 0) -> np.ndarray:
         start = self.start_row[i] + offset
@@ -114,7 +122,7 @@ def augment_view(x: torch.Tensor, rng: np.random.Generator, size: int, augment: 
     return (x - MEAN) / STD
 
 
-class LabelledFrames(Dataset):
+class LabelledFrames(_ShardDataset):
     """Face frames of a labelled extract output joined to their AU labels by frame number, for the subjects given.
 
     Item: {"image": (3, size, size), "labels": (n_aus,) float with -1 for unknown, "subject": str index}."""
@@ -149,20 +157,11 @@ class LabelledFrames(Dataset):
         lab[lab == UNKNOWN] = -1
         self.labels, self.subject = lab, np.array(subject)
         self.size, self.augment, self.seed = size, augment, seed
-        self._shards: dict[str, np.ndarray] = {}
-        self._epoch = 0
 
     def __len__(self) -> int:
         return len(self.row)
 
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch = epoch
-
     def __getitem__(self, i: int) -> dict:
-        path = self.shard[i]
-        shard = self._shards.get(path)
-        if shard is None:
-            shard = self._shards[path] = np.load(path, mmap_mode="r")
-        img = torch.from_numpy(np.array(shard[self.row[i]])).permute(2, 0, 1)[None]
+        img = torch.from_numpy(np.array(self._shard(self.shard[i])[self.row[i]])).permute(2, 0, 1)[None]
         rng = np.random.default_rng((self.seed, self._epoch, i))
         return {"image": augment_view(img, rng, self.size, self.augment)[0], "labels": torch.from_numpy(self.labels[i])}
