@@ -21,6 +21,7 @@ from clpau.pretrain import Supervised, build_model
 
 
 def step_rate(model, make_batch, run, steps: int, images: int) -> float:
+    model = model.to(memory_format=torch.channels_last)  # as the training loop does
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], 1e-3)
     batch = make_batch()
     for i in range(steps + 2):

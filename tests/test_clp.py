@@ -86,7 +86,8 @@ def test_swap_and_cycle_vanish_for_a_perfect_encoder_decoder_pair():
         return img[:, 0, 0, c:]
 
     x = image(au, ident)
-    out = cir_losses(encode_au, encode_id, image, x, encode_au(x), x.clone(), image(au * 0, ident_b))
+    u_a, u_b = encode_id(x.clone()), encode_id(image(au * 0, ident_b))
+    out = cir_losses(encode_au, image, x, encode_au(x), u_a, u_b)
     assert out["self"].item() == pytest.approx(0, abs=1e-6)
     assert out["swap"].item() == pytest.approx(0, abs=1e-6)
     assert out["cycle"].item() == pytest.approx(0, abs=1e-6)
@@ -94,7 +95,7 @@ def test_swap_and_cycle_vanish_for_a_perfect_encoder_decoder_pair():
     def leaky_decode(a, u):  # a decoder that lets identity leak into the AU part breaks swap and cycle
         return image(a + 0.5 * u, u)
 
-    bad = cir_losses(encode_au, encode_id, leaky_decode, x, encode_au(x), x.clone(), image(au * 0, ident_b))
+    bad = cir_losses(encode_au, leaky_decode, x, encode_au(x), u_a, u_b)
     assert bad["swap"] > 0.01 and bad["cycle"] > 0.01
 
 

@@ -32,8 +32,10 @@ def test_every_method_trains_and_writes_a_safe_encoder(method, synth_clips, tmp_
     assert blob["method"] == method
     net, meta = load_encoder(p.out_dir / "encoder.pt")
     assert net(torch.zeros(2, 3, 64, 64)).shape == (2, meta["feat_dim"])
-    if method != "random":
-        metrics = json.loads((p.live_dir / "metrics.json").read_text())
+    metrics = json.loads((p.live_dir / "metrics.json").read_text())
+    if method == "random":
+        assert metrics["train"] == {"steps": 0}
+    else:
         assert metrics["step"] == 3 and metrics["train"]["loss"] > 0 and metrics["img_per_s"] > 0
         if method in {"clp", "cir"}:
             assert {"self", "swap", "cycle"} <= set(metrics["train"])
@@ -68,6 +70,9 @@ def test_supervised_trains_one_encoder_per_fold(synth_clips, tmp_path):
                 labels_dir=root / "labels" / "labelled")
     result = run_pretrain(p, progress=False, log=lambda *_: None)
     assert result["folds"] == 3
+    metrics = json.loads((p.live_dir / "metrics.json").read_text())
+    assert metrics["step"] == 3 * 2 and metrics["train"]["loss"] > 0  # the three folds in one history
+    assert len((p.live_dir / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()) == 1 + 3 * 2
     nets = [load_encoder(p.out_dir / "encoder.pt", fold=k)[0] for k in range(3)]
     w = [n.conv1.weight for n in nets]
     assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])

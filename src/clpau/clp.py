@@ -89,13 +89,11 @@ def tcl_loss(q: torch.Tensor, k: torch.Tensor, clip_ids: torch.Tensor, queue: to
     return {"loss": nce + rank_weight * rank, "nce": nce, "rank": rank, "logits": logits, "labels": labels}
 
 
-def cir_losses(encode_au: Callable, encode_id: Callable, decode: Callable, x: torch.Tensor, a: torch.Tensor,
-               x_other_frame: torch.Tensor, y: torch.Tensor) -> dict:
+def cir_losses(encode_au: Callable, decode: Callable, x: torch.Tensor, a: torch.Tensor, u_a: torch.Tensor,
+               u_b: torch.Tensor) -> dict:
     """Cross-identity reconstruction terms (module docstring) for frames x (N, 3, H, W) with AU codes a (N, c),
-    another frame of the same clip x_other_frame (N, 3, H, W) and a frame y of another identity (N, 3, H, W).
-    `encode_au` maps images to AU codes (g∘f), `encode_id` to identity codes (e), `decode` (a, u) to images."""
-    u_a = encode_id(x_other_frame)
-    u_b = encode_id(y)
+    the identity code u_a = e(another frame of the same clip) and u_b = e(a frame of another person), (N, c_id).
+    `encode_au` maps images to AU codes (g∘f), `decode` (a, u) to images."""
     recon = decode(a, u_a)
     target = F.interpolate(x, size=recon.shape[-2:], mode="area") if recon.shape[-2:] != x.shape[-2:] else x
     self_rec = (recon - target).abs().mean()
@@ -120,13 +118,14 @@ class Projector(nn.Sequential):
 
 
 class IdentityEncoder(nn.Sequential):
-    """e: a small CNN; what stays constant within a clip (appearance) is all it needs to capture."""
+    """e: a small CNN on a half-resolution image; what stays constant within a clip (who, lighting) needs no fine
+    detail, and the pooling keeps it cheap next to the backbone."""
 
     def __init__(self, dim: int = 64):
         def block(i, o):
             return [nn.Conv2d(i, o, 3, 2, 1), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
-        super().__init__(*block(3, 32), *block(32, 64), *block(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(128, dim))
+        super().__init__(nn.AvgPool2d(2), *block(3, 32), *block(32, 64), *block(64, 128), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(128, dim))
 
 
 class Decoder(nn.Module):
@@ -224,16 +223,16 @@ class CLP(nn.Module):
             if other_identity is None:
                 raise ValueError("CIR needs a frame of another identity per clip (other_identity)")
             # CIR on `cir_frames` frames per clip: each frame already gives the full signal, and re-encoding every
-            # swapped frame would cost another backbone pass over the whole batch. The identity code comes from the
-            # frame half a clip away (same person, another moment).
+            # swapped frame would cost another backbone pass over the whole batch.
             n = min(self.cir_frames, t)
             pick = torch.linspace(0, t - 1, n, device=view_q.device).round().long()
-            partner = (pick + t // 2) % t
             x = view_q[:, pick].flatten(0, 1)
             a_sel = a.view(b, t, -1)[:, pick].flatten(0, 1)
-            x_other_frame = view_q[:, partner].flatten(0, 1)
-            y = other_identity.repeat_interleave(n, 0)
-            terms = cir_losses(self.au_code, self.identity_encoder, self.decoder, x, a_sel, x_other_frame, y)
+            # one identity code per clip (it is what the clip's frames share), from the frame half a clip after the
+            # first picked one, and one per other person: B identity-encoder passes each, not B·n
+            u_a = self.identity_encoder(view_q[:, (int(pick[0]) + t // 2) % t]).repeat_interleave(n, 0)
+            u_b = self.identity_encoder(other_identity).repeat_interleave(n, 0)
+            terms = cir_losses(self.au_code, self.decoder, x, a_sel, u_a, u_b)
             out.update(terms)
             ls, lw, lc = self.lambdas
             total = total + ls * terms["self"] + lw * terms["swap"] + lc * terms["cycle"]
