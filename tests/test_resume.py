@@ -88,3 +88,16 @@ def test_changed_params_redo_cached_videos(sample_video, tmp_path):
                           progress=False)
     assert changed.frames == 472
     assert (changed.clips["n_frames"] == 8).all()
+
+
+def test_small_faces_extract_identically_every_time(synth_clips, tmp_path):
+    """Faces near the tracking window's native size take the no-resize path into dlib: it must get a contiguous
+    copy of the window (a strided view once made results vary from run to run)."""
+    videos = sorted((synth_clips.parent / "raw" / "pretrain").glob("*.mp4"))
+    runs = [run_extract(videos, tmp_path / f"r{k}", ExtractParams(), workers=2, identity_rule="prefix",
+                        progress=False) for k in range(2)]
+    pd.testing.assert_frame_equal(runs[0].clips, runs[1].clips)
+    for key in runs[0].videos["key"]:
+        a = pd.read_parquet(tmp_path / "r0" / "frames" / key / "index.parquet")
+        b = pd.read_parquet(tmp_path / "r1" / "frames" / key / "index.parquet")
+        pd.testing.assert_frame_equal(a, b)

@@ -70,7 +70,9 @@ def detect(models: FaceModels, gray: np.ndarray, scale: float, threshold: float,
         h, w = gray.shape
         img = np.asarray(Image.fromarray(gray).resize((max(1, round(w * scale)), max(1, round(h * scale))),
                                                       Image.BILINEAR))
-    rects, scores, _ = models.detector.run(img, upsample, threshold)
+    # dlib reads the buffer as if it were C-contiguous: a strided view (a window of the frame) must be copied, or
+    # it sees other rows — and, past the end of the buffer, whatever memory follows
+    rects, scores, _ = models.detector.run(np.ascontiguousarray(img), upsample, threshold)
     out = []
     for r, s in zip(rects, scores, strict=True):
         box = np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float32) / scale
