@@ -85,3 +85,20 @@ def test_checkpoint_of_other_params_is_not_resumed(synth_clips, tmp_path):
     messages = []
     result = run_pretrain(_params(tmp_path, synth_clips, max_steps=2, tau=0.2), progress=False, log=messages.append)
     assert not result["resumed"] and any("other parameters" in m for m in messages)
+
+
+def test_checkpoint_of_other_data_is_not_resumed(synth_clips, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "clips.parquet").write_bytes((synth_clips / "clips.parquet").read_bytes())
+    for d in synth_clips.iterdir():
+        if d.is_dir():
+            (data / d.name).symlink_to(d)
+    run_pretrain(_params(tmp_path, data, max_steps=2), progress=False, log=lambda *_: None)
+    import pandas as pd
+
+    clips = pd.read_parquet(data / "clips.parquet")
+    clips.iloc[:-1].to_parquet(data / "clips.parquet", index=False)  # the data changed
+    messages = []
+    result = run_pretrain(_params(tmp_path, data, max_steps=2), progress=False, log=messages.append)
+    assert not result["resumed"] and any("starting afresh" in m for m in messages)

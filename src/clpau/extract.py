@@ -44,7 +44,7 @@ from .video import VideoError, probe
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
                     ".ts", ".mts", ".m2ts", ".ogv"}
 SUCCESS = ("ok", "multiple_faces", "truncated")
-FORMAT_VERSION = 1  # bump when the output layout or the algorithm changes: cached results are then redone
+FORMAT_VERSION = 2  # bump when the output layout or the algorithm changes: cached results are then redone
 
 
 # ---------------------------------------------------------------------------------------------- inputs

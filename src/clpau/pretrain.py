@@ -60,12 +60,18 @@ TRAINING_CODE = ("pretrain.py", "clp.py", "simclr.py", "data.py", "backbone.py")
 
 
 def fingerprint(p: PretrainParams) -> str:
-    """What a checkpoint depends on: the parameters (but where and how often things are written, and the loader)
-    and the training code — after a code change DVC reruns the stage, and an old checkpoint must not stand in."""
+    """What a checkpoint depends on: the parameters (but where and how often things are written, and the loader),
+    the training code and the data's clip tables — when any of them changes DVC reruns the stage, and an old
+    checkpoint must not stand in for the new run."""
     relevant = p.model_dump(mode="json", exclude={"num_workers", "log_every", "ckpt_every", "out_dir", "live_dir"})
     h = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
     for name in TRAINING_CODE:
         h.update((Path(__file__).parent / name).read_bytes())
+    tables = [Path(d) / "clips.parquet" for d in p.data]
+    if p.method == "supervised":
+        tables.append(Path(p.labelled_clips) / "clips.parquet")
+    for t in tables:
+        h.update(t.read_bytes() if t.exists() else b"missing")
     return h.hexdigest()[:16]
 
 
