@@ -34,7 +34,9 @@ lint: venv
 	$(BIN)/ruff check src tests bench flows
 
 bench: venv
-	$(BIN)/python bench/extract.py
+	$(BIN)/python bench/extract.py --naive
+	$(BIN)/python -W ignore bench/synth.py
+	$(BIN)/python bench/pretrain.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
