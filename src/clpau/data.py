@@ -97,7 +97,6 @@ class ClipDataset(_ShardDataset):
 
 def augment_view(x: torch.Tensor, rng: np.random.Generator, size: int, augment: bool) -> torch.Tensor:
     """One augmentation for all frames of x (N, 3, S0, S0) uint8 -> (N, 3, size, size) normalised float."""
-    x = x.float() / 255
     s0 = x.shape[-1]
     if augment:
         scale = rng.uniform(0.85, 1.0)
@@ -105,7 +104,10 @@ def augment_view(x: torch.Tensor, rng: np.random.Generator, size: int, augment: 
         top = int(rng.integers(0, s0 - side + 1))
         left = int(rng.integers(0, s0 - side + 1))
         x = x[..., top: top + side, left: left + side]
+    # resized while still uint8 and channels_last: torch's SIMD antialiasing path, 5x faster than on floats
+    x = x.contiguous(memory_format=torch.channels_last)
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    x = x.contiguous().float() / 255
     if augment:
         b, c, s = rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3)
         gray = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
