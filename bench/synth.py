@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from clpau.config import load_params
+from clpau.labels import read_occurrence_csv
 from clpau.render import AU_NAMES, Identity, MeshModel, Pose, Renderer
 from clpau.synth import BP4D_AUS, _seed, read_folds
 from clpau.video import write_h264
@@ -58,12 +59,13 @@ def load_labelled(clips_dir: Path, params):
         index = pd.read_parquet(clips_dir / "frames" / row["key"] / "index.parquet")
         faces = index[index["face"]]
         shard = np.load(clips_dir / "frames" / row["key"] / "faces.npy", mmap_mode="r")
-        lab = pd.read_csv(params.labels_dir / "labelled" / f"{stem}.csv").set_index("frame")
+        label_frames, label_rows = read_occurrence_csv(params.labels_dir / "labelled" / f"{stem}.csv", BP4D_AUS)
+        lab = dict(zip(label_frames.tolist(), label_rows, strict=True))
         truth = np.load(params.out_dir / "labelled" / f"{stem}.npz")
         renderer = Renderer(model, Identity.sample(_seed(params.seed, "labelled", subject)), size=params.size)
         for frame, r in zip(faces["frame"], faces["row"], strict=True):
             crops.append(np.asarray(shard[r]))
-            labels.append(lab.loc[frame, [str(a) for a in BP4D_AUS]].to_numpy())
+            labels.append(lab[frame])
             subjects.append(subject)
             order.append(frame)
             geometry.append(renderer.vertices(truth["au"][frame].astype(float), Pose())[:468, :2].ravel())

@@ -272,7 +272,7 @@ def cut_clips(job: VideoJob, index: pd.DataFrame, lm: np.ndarray, aff: np.ndarra
                     "landmark_jitter": float(np.linalg.norm(second, axis=-1).mean()),
                 })
         seg_start = i
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=CLIP_COLUMNS)
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -530,12 +530,13 @@ def _relabel(df: pd.DataFrame, job: VideoJob, identity_rule: str) -> pd.DataFram
     return df
 
 
-_FLOAT_COLS = ("start_time", "fps", "det_score", "face_size", "brightness", "sharpness", "landmark_jitter")
-_INT_COLS = ("start_frame", "n_frames", "start_row")
+CLIP_COLUMNS = ["clip_id", "video", "video_key", "identity", "start_frame", "n_frames", "shard", "start_row",
+                "start_time", "fps", "det_score", "face_size", "brightness", "sharpness", "landmark_jitter"]
+_STR_COLS = {"clip_id", "video", "video_key", "identity", "shard"}
+_INT_COLS = {"start_frame", "n_frames", "start_row"}
 
 
 def _empty_clips() -> pd.DataFrame:
-    cols = ["clip_id", "video", "video_key", "identity", "start_frame", "n_frames", "shard", "start_row",
-            "start_time", "fps", "det_score", "face_size", "brightness", "sharpness", "landmark_jitter"]
-    return pd.DataFrame({c: pd.Series(dtype="float64" if c in _FLOAT_COLS else "int64" if c in _INT_COLS
-                                      else "object") for c in cols})
+    """No clips, with the column types a non-empty table has (so readers need no special case)."""
+    return pd.DataFrame({c: pd.Series(dtype="object" if c in _STR_COLS else "int64" if c in _INT_COLS
+                                      else "float64") for c in CLIP_COLUMNS})

@@ -195,7 +195,6 @@ class FaceTracker:
         self.lost = 0
         self.since_scan = 0
         self.max_faces = 0
-        self.descriptor_checks = 0
 
     # full-frame scan: coarse first (cheap, finds big faces), full resolution only if that finds nothing
     def _scan(self, gray: np.ndarray) -> list[tuple[np.ndarray, float]]:
@@ -238,11 +237,9 @@ class FaceTracker:
         if target is None:
             best = ranked[0]
             self.acquired_target = self.m.descriptor(frame.rgb(), best[0])
-            self.descriptor_checks += 1
             return best
         rgb = frame.rgb()
         for det in ranked:
-            self.descriptor_checks += 1
             if np.linalg.norm(self.m.descriptor(rgb, det[0]) - target) < self.p.identity_threshold:
                 return det
         return None
