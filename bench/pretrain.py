@@ -57,9 +57,10 @@ def main() -> None:
         model = build_model(p.model_copy(update={"method": method})).train()
         rates[method] = step_rate(model, make, lambda m, x: m(x["q"], x["k"], x["ids"], x["other"]),
                                   args.steps, images)
-    sup = Supervised(build_backbone(p.backbone), len(p.aus)).train()
+    n_aus = len(load_params().benchmark.au_list)
+    sup = Supervised(build_backbone(p.backbone), n_aus).train()
     rates["supervised"] = step_rate(sup, lambda: {"x": torch.randn(images, 3, s, s),
-                                                  "y": torch.randint(0, 2, (images, len(p.aus))).float()},
+                                                  "y": torch.randint(0, 2, (images, n_aus)).float()},
                                     lambda m, x: m(x["x"], x["y"]), args.steps, images)
     for k, v in rates.items():
         print(f"  {k:<11} {v:7.0f} img/s   ({v / rates['supervised']:.2f}x supervised)")

@@ -1,7 +1,8 @@
-"""The DVC pipeline in a real, throw-away DVC repo: `dvc repro` runs assets + extract, a second run does nothing."""
+"""The DVC pipeline in a real, throw-away DVC repo: `dvc repro` runs every stage, a second run does nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -35,6 +36,7 @@ def test_dvc_repro_runs_the_pipeline(tmp_path):
     params["synth"]["pretrain"] = {"identities": 2, "videos_per_identity": 1, "frames": 20}
     params["synth"]["labelled"] = {"tasks": 1, "frames": 20, "speech": 0.5}
     params["pretrain"].update(max_steps=3, batch_clips=2, clip_len=4, queue_size=64, num_workers=0, log_every=1)
+    params["evaluate"].update(seeds=1, label_fractions=[0.5, 1.0], embedding_frames=100)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "DO_NOT_TRACK": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
@@ -58,10 +60,16 @@ def test_dvc_repro_runs_the_pipeline(tmp_path):
     assert len(clips) > 50
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"assets", "synth", "extract@samples", "extract@synth_pretrain",
-                                   "extract@synth_labelled", "pretrain"}
+                                   "extract@synth_labelled", "pretrain", "evaluate"}
     assert (repo / "models" / "encoder.pt").exists()
-    metrics = _run([str(BIN / "dvc"), "metrics", "show", "--json"], repo, env)
-    assert "train.loss" in metrics or '"loss"' in metrics
+    metrics = json.loads(_run([str(BIN / "dvc"), "metrics", "show", "--json"], repo, env))
+    shown = json.dumps(metrics)
+    assert '"loss"' in shown and '"f1_mean"' in shown and '"identity_leakage"' in shown
+    evaluation = json.loads((repo / "metrics" / "evaluate.json").read_text())
+    assert evaluation["method"] == "clp" and 0 <= evaluation["f1_mean"] <= 1 and len(evaluation["f1"]) == 12
+    for png in ("per_au_f1.png", "label_efficiency.png", "embedding.png"):
+        assert (repo / "metrics" / "evaluate" / png).stat().st_size > 5000
+    assert (repo / "models" / "probe.pt").exists()
 
     second = _run([str(BIN / "dvc"), "repro"], repo, env)
     assert "didn't change, skipping" in second or "up to date" in second

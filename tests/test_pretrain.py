@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from clpau.config import PretrainParams
+from clpau.config import BenchmarkParams, PretrainParams
 from clpau.pretrain import load_encoder, run_pretrain
 
 
@@ -66,9 +66,9 @@ def test_kill_and_resume_from_checkpoint(synth_clips, tmp_path):
 
 def test_supervised_trains_one_encoder_per_fold(synth_clips, tmp_path):
     root = synth_clips.parent
-    p = _params(tmp_path, synth_clips, method="supervised", max_steps=2, labelled_clips=root / "labelled_clips",
-                labels_dir=root / "labels" / "labelled")
-    result = run_pretrain(p, progress=False, log=lambda *_: None)
+    p = _params(tmp_path, synth_clips, method="supervised", max_steps=2)
+    bench = BenchmarkParams(clips=root / "labelled_clips", labels_dir=root / "labels" / "labelled")
+    result = run_pretrain(p, progress=False, log=lambda *_: None, bench=bench)
     assert result["folds"] == 3
     metrics = json.loads((p.live_dir / "metrics.json").read_text())
     assert metrics["step"] == 3 * 2 and metrics["train"]["loss"] > 0  # the three folds in one history

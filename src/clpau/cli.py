@@ -69,8 +69,46 @@ def _pretrain(args, params) -> int:
     updates = {k: v for k, v in {"method": args.method, "max_steps": args.max_steps}.items() if v is not None}
     if updates:
         p = p.model_validate({**p.model_dump(), **updates})
-    result = run_pretrain(p, progress=not args.quiet)
+    result = run_pretrain(p, progress=not args.quiet, bench=params.benchmark)
     print(f"pretrain: {result['method']} finished at step {result['steps']}; encoder in {p.out_dir / 'encoder.pt'}")
+    return 0
+
+
+def _evaluate(args, params) -> int:
+    from .evaluate import run_evaluate
+
+    p = params.evaluate
+    if args.encoder:
+        p = p.model_copy(update={"encoder": args.encoder})
+    m = run_evaluate(params.benchmark, p, params.pretrain.data, progress=not args.quiet)
+    print(f"evaluate: {m['method']} on {m['dataset']}: mean F1 {m['f1_mean']:.3f} ± {m['f1_std']:.3f} over "
+          f"{len(m['f1_folds'])} folds (" + ", ".join(f"{v:.3f}" for v in m["f1_folds"]) + f"); identity "
+          f"accuracy {m['identity_acc']:.3f} (chance {m['identity_chance']:.3f}, leakage "
+          f"{m['identity_leakage']:.3f}); label efficiency "
+          + ", ".join(f"{float(k):.0%} {v['f1_mean']:.3f}" for k, v in m["label_efficiency"].items())
+          + f"; written to {p.metrics} and {p.plots_dir}/")
+    return 0
+
+
+def _predict(args, params) -> int:
+    from .predict import PredictError, run_predict
+
+    if not args.video.exists():
+        print(f"clpau predict: error: {args.video}: no such file", file=sys.stderr)
+        return 1
+    out = args.out or args.video.with_suffix(".au.csv").name
+    out = Path(out)
+    try:
+        table = run_predict(args.video, args.encoder or params.evaluate.encoder,
+                            args.probe or params.evaluate.probe_out, params.extract, out, args.plot,
+                            workers=args.workers, progress=not args.quiet,
+                            log=lambda msg: print(msg, file=sys.stderr))
+    except (PredictError, FileNotFoundError, ValueError) as err:
+        print(f"clpau predict: error: {err}", file=sys.stderr)
+        return 1
+    faces = int(table["face_detected"].sum())
+    print(f"predict: {len(table)} frames ({faces} with a face) -> {out}" + (f", timeline {args.plot}" if args.plot
+                                                                               else ""))
     return 0
 
 
@@ -108,6 +146,27 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--max-steps", type=int, help="default: pretrain.max_steps")
     pt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+    ev = sub.add_parser("evaluate", help="linear AU probes on the labelled benchmark: F1, identity leakage, plots",
+                        description="Frozen-feature linear probes (per-AU F1 on subject-exclusive folds, label "
+                                    "efficiency, identity leakage) of evaluate.encoder on the `benchmark` set. "
+                                    "Writes evaluate.metrics (JSON), tables and plots in evaluate.plots_dir, and "
+                                    "the probe for `clpau predict` in evaluate.probe_out.")
+    ev.add_argument("--encoder", type=Path, help="default: evaluate.encoder")
+    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    pr = sub.add_parser("predict", help="per-frame AU occurrence/probability of a video (OpenFace-style CSV)",
+                        description="Run extraction, the encoder and the AU probe on every frame of VIDEO. One CSV "
+                                    "row per decoded frame: frame, timestamp, face_detected, confidence, AU01_c … "
+                                    "(0/1), AU01_p … (probability); frames without a face have empty AU values. "
+                                    "Needs `clpau pretrain` and `clpau evaluate` (or `dvc repro`) first.")
+    pr.add_argument("video", type=Path, metavar="VIDEO")
+    pr.add_argument("--out", type=Path, help="CSV to write (default: VIDEO's name with .au.csv, here)")
+    pr.add_argument("--plot", type=Path, help="also write a timeline PNG of the AU probabilities")
+    pr.add_argument("--encoder", type=Path, help="default: evaluate.encoder")
+    pr.add_argument("--probe", type=Path, help="default: evaluate.probe_out")
+    pr.add_argument("--workers", type=int, help="extraction processes (default: extract.workers)")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
     ex = sub.add_parser("extract", help="video files/folders -> aligned face clips (parquet tables + frame shards)",
                         description="Decode videos, follow the largest face, align it and cut clips of consecutive "
                                     "frames. Bad inputs become rows with a status; they never stop the batch. A "
@@ -125,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"assets": _assets, "synth": _synth, "extract": _extract, "pretrain": _pretrain}
+COMMANDS = {"assets": _assets, "synth": _synth, "extract": _extract, "pretrain": _pretrain, "evaluate": _evaluate,
+            "predict": _predict}
 
 
 def main(argv: list[str] | None = None) -> int:

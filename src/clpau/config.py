@@ -92,20 +92,43 @@ class SynthParams(_Section):
     labelled: SynthLabelledParams = SynthLabelledParams()
 
 
+STANDARD_AUS = {
+    "synth": [1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24],
+    "bp4d": [1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24],
+    "disfa": [1, 2, 4, 6, 9, 12, 25, 26],
+    "gft": [1, 2, 4, 6, 10, 12, 14, 15, 23, 24],
+}
+
+
+class BenchmarkParams(_Section):
+    """The labelled AU set that `evaluate` probes (and `supervised` pretraining trains on): extracted clips of its
+    videos, its label files, its subject-exclusive folds. Switch `dataset` and the paths to use BP4D, DISFA or GFT."""
+    dataset: Literal["synth", "bp4d", "disfa", "gft"] = "synth"
+    clips: Path = Path("data/clips/synth_labelled")
+    labels_dir: Path = Path("data/labels/synth/labelled")
+    folds: Path = Path("data/folds/synth.yaml")
+    aus: list[int] | None = Field(None, description="default: the dataset's standard AU set")
+    first_frame: int = Field(0, description="label frame number of each video's first decoded frame")
+    disfa_threshold: int = Field(2, ge=1, le=5, description="DISFA: occurrence = intensity >= this")
+    subject_pattern: str | None = Field(None, description="regex whose group 1 is the subject in a video's file "
+                                                           "name; default per dataset")
+
+    @property
+    def au_list(self) -> list[int]:
+        return list(self.aus) if self.aus else STANDARD_AUS[self.dataset]
+
+
 class PretrainParams(_Section):
     method: Literal["clp", "tcl", "cir", "simclr", "moco", "random", "supervised"] = "clp"
     data: list[Path] = [Path("data/clips/synth_pretrain")]
-    # `supervised` only: the labelled benchmark, its labels and folds
-    labelled_clips: Path = Path("data/clips/synth_labelled")
-    labels_dir: Path = Path("data/labels/synth/labelled")
-    folds: Path = Path("data/folds/synth.yaml")
-    aus: list[int] = [1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24]
     out_dir: Path = Path("models")
     live_dir: Path = Path("dvclive/pretrain")
     backbone: Literal["resnet_small", "resnet18"] = "resnet_small"
     image_size: int = Field(64, ge=32, le=256)
     clip_len: int = Field(8, ge=2, description="frames per clip (TCL); frame methods use single frames")
     frame_stride: int = Field(1, ge=1)
+    frame_jitter: float = Field(0.03, ge=0, le=0.2, description="per-frame shift (share of the crop) on top of the "
+                                                                 "clip's augmentation: hides alignment jitter")
     batch_clips: int = Field(16, ge=2, description="clips per step; frame methods take batch_clips*clip_len frames")
     max_steps: int = Field(300, ge=1)
     lr: float = Field(2e-3, gt=0)
@@ -135,11 +158,35 @@ class PretrainParams(_Section):
     simclr_tau: float = Field(0.2, gt=0)
 
 
+class EvaluateParams(_Section):
+    encoder: Path = Path("models/encoder.pt")
+    seeds: int = Field(3, ge=1, description="subsampling seeds per fold (the probe itself is convex)")
+    label_fractions: list[float] = Field([0.01, 0.1, 1.0], min_length=1,
+                                         description="shares of the training folds' frames, subject-balanced")
+    weight_decay: float = Field(1e-3, ge=0, description="L2 on the probe's weights (standardised features)")
+    probe_iters: int = Field(200, ge=10, description="L-BFGS iterations per probe")
+    threshold: float = Field(0.5, gt=0, lt=1, description="probability above which an AU counts as present")
+    batch_size: int = Field(512, ge=1)
+    embedding_frames: int = Field(1500, ge=100, description="frames in the 2-D embedding picture")
+    metrics: Path = Path("metrics/evaluate.json")
+    plots_dir: Path = Path("metrics/evaluate")
+    probe_out: Path = Path("models/probe.pt")
+
+    @model_validator(mode="after")
+    def _check(self) -> EvaluateParams:
+        bad = [f for f in self.label_fractions if not 0 < f <= 1]
+        if bad:
+            raise ValueError(f"label_fractions must lie in (0, 1], got {bad}")
+        return self
+
+
 class Params(_Section):
     assets: AssetsParams = AssetsParams()
     synth: SynthParams = SynthParams()
     extract: ExtractParams = ExtractParams()
+    benchmark: BenchmarkParams = BenchmarkParams()
     pretrain: PretrainParams = PretrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
 
 def _format_error(source: str, err: ValidationError) -> str:

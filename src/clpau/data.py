@@ -1,9 +1,11 @@
 """Clip dataset over `extract` output: T consecutive aligned frames, read by memory map, two augmented views.
 
 Augmentations keep facial action intact: scale/translation jitter, colour, blur, rare greyscale — no horizontal
-flip (AUs can be asymmetric and the labels would have to flip too). One augmentation is drawn per view and clip
-and applied to all its T frames, so frames of a view differ only in what the face does — never in how it was
-augmented, which would hand the temporal contrast a shortcut.
+flip (AUs can be asymmetric and the labels would have to flip too). One crop, colour and blur is drawn per view and
+clip and applied to all its T frames; on top, each frame gets its own small shift (`frame_jitter`, a share of the
+crop side). The shift matters: landmark-based alignment leaves each frame a slightly different sub-pixel position,
+a per-frame signature that the temporal contrast (tell frame t from t' of the same clip) would otherwise learn in
+place of facial action — with it off, `tcl` learned nothing a linear AU probe could use (README, results).
 """
 
 from __future__ import annotations
@@ -60,10 +62,11 @@ class ClipDataset(_ShardDataset):
     another identity}. `clip_len` frames `stride` apart, from a random offset inside the clip when augmenting."""
 
     def __init__(self, roots: list[Path | str], clip_len: int = 8, stride: int = 1, size: int = 64,
-                 augment: bool = True, seed: int = 0):
+                 augment: bool = True, seed: int = 0, frame_jitter: float = 0.0):
         self.span = (clip_len - 1) * stride + 1
         self.clips = load_clips(roots, self.span)
         self.clip_len, self.stride, self.size, self.augment, self.seed = clip_len, stride, size, augment, seed
+        self.frame_jitter = frame_jitter
         ids = sorted(self.clips["identity"].unique())
         self.identity_index = {name: i for i, name in enumerate(ids)}
         self.identity = self.clips["identity"].map(self.identity_index).to_numpy()
@@ -92,18 +95,26 @@ class ClipDataset(_ShardDataset):
                 "clip_id": i, "identity": int(self.identity[i])}
 
     def _view(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        return augment_view(x, rng, self.size, self.augment)
+        return augment_view(x, rng, self.size, self.augment, self.frame_jitter)
 
 
-def augment_view(x: torch.Tensor, rng: np.random.Generator, size: int, augment: bool) -> torch.Tensor:
-    """One augmentation for all frames of x (N, 3, S0, S0) uint8 -> (N, 3, size, size) normalised float."""
+def augment_view(x: torch.Tensor, rng: np.random.Generator | None, size: int, augment: bool,
+                 frame_jitter: float = 0.0) -> torch.Tensor:
+    """One augmentation for all frames of x (N, 3, S0, S0) uint8 -> (N, 3, size, size) normalised float; each frame
+    also moves by its own up to ±frame_jitter·S0 px."""
     s0 = x.shape[-1]
     if augment:
         scale = rng.uniform(0.85, 1.0)
         side = max(8, int(round(s0 * scale)))
         top = int(rng.integers(0, s0 - side + 1))
         left = int(rng.integers(0, s0 - side + 1))
-        x = x[..., top: top + side, left: left + side]
+        j = int(round(frame_jitter * s0))
+        if j and len(x) > 1:
+            dy = np.clip(top + rng.integers(-j, j + 1, len(x)), 0, s0 - side)
+            dx = np.clip(left + rng.integers(-j, j + 1, len(x)), 0, s0 - side)
+            x = torch.stack([f[:, a: a + side, b: b + side] for f, a, b in zip(x, dy, dx, strict=True)])
+        else:
+            x = x[..., top: top + side, left: left + side]
     # resized while still uint8 and channels_last: torch's SIMD antialiasing path, 5x faster than on floats
     x = x.contiguous(memory_format=torch.channels_last)
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
@@ -125,39 +136,16 @@ def augment_view(x: torch.Tensor, rng: np.random.Generator, size: int, augment: 
 
 
 class LabelledFrames(_ShardDataset):
-    """Face frames of a labelled extract output joined to their AU labels by frame number, for the subjects given.
+    """Labelled face frames (benchmarks.LabelledSet) as a training set: item {"image": (3, size, size),
+    "labels": (n_aus,) float, -1 = unknown}."""
 
-    Item: {"image": (3, size, size), "labels": (n_aus,) float with -1 for unknown, "subject": str index}."""
+    def __init__(self, labelled, size: int = 64, augment: bool = True, seed: int = 0):
+        from .labels import UNKNOWN
 
-    def __init__(self, clips_dir: Path | str, labels_dir: Path | str, subjects: list[str], aus: list[int],
-                 size: int = 64, augment: bool = True, seed: int = 0):
-        from .labels import UNKNOWN, read_occurrence_csv
-
-        clips_dir, labels_dir = Path(clips_dir), Path(labels_dir)
-        videos = pd.read_parquet(clips_dir / "videos.parquet")
-        shard, row, labels, subject = [], [], [], []
-        wanted = set(subjects)
-        for _, v in videos[videos["face_frames"] > 0].iterrows():
-            stem = Path(v["video"]).stem
-            who = stem.split("_")[0]
-            if who not in wanted:
-                continue
-            index = pd.read_parquet(clips_dir / "frames" / v["key"] / "index.parquet")
-            frames, lab = read_occurrence_csv(labels_dir / f"{stem}.csv", aus)
-            by_frame = dict(zip(frames.tolist(), range(len(frames)), strict=True))
-            faces = index[index["face"]]
-            for frame, r in zip(faces["frame"].tolist(), faces["row"].tolist(), strict=True):
-                if frame in by_frame:
-                    shard.append(str(clips_dir / "frames" / v["key"] / "faces.npy"))
-                    row.append(r)
-                    labels.append(lab[by_frame[frame]])
-                    subject.append(who)
-        if not shard:
-            raise ValueError(f"no labelled face frame of subjects {sorted(wanted)[:5]}… in {clips_dir}")
-        self.shard, self.row = np.array(shard), np.array(row)
-        lab = np.array(labels, np.float32)
-        lab[lab == UNKNOWN] = -1
-        self.labels, self.subject = lab, np.array(subject)
+        self.shard, self.row = labelled.shard, labelled.row
+        lab = labelled.labels.astype(np.float32)
+        lab[labelled.labels == UNKNOWN] = -1
+        self.labels = lab
         self.size, self.augment, self.seed = size, augment, seed
 
     def __len__(self) -> int:

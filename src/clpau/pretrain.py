@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from .backbone import build_backbone
 from .clp import CLP, Projector
-from .config import PretrainParams
+from .config import BenchmarkParams, PretrainParams
 from .data import ClipDataset
 from .simclr import nt_xent
 
@@ -59,17 +59,19 @@ def build_model(p: PretrainParams, gather=None) -> torch.nn.Module:
 TRAINING_CODE = ("pretrain.py", "clp.py", "simclr.py", "data.py", "backbone.py")
 
 
-def fingerprint(p: PretrainParams) -> str:
+def fingerprint(p: PretrainParams, bench: BenchmarkParams | None = None) -> str:
     """What a checkpoint depends on: the parameters (but where and how often things are written, and the loader),
     the training code and the data's clip tables — when any of them changes DVC reruns the stage, and an old
     checkpoint must not stand in for the new run."""
     relevant = p.model_dump(mode="json", exclude={"num_workers", "log_every", "ckpt_every", "out_dir", "live_dir"})
+    if p.method == "supervised":
+        relevant["benchmark"] = (bench or BenchmarkParams()).model_dump(mode="json")
     h = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
     for name in TRAINING_CODE:
         h.update((Path(__file__).parent / name).read_bytes())
     tables = [Path(d) / "clips.parquet" for d in p.data]
     if p.method == "supervised":
-        tables.append(Path(p.labelled_clips) / "clips.parquet")
+        tables.append((bench or BenchmarkParams()).clips / "clips.parquet")
     for t in tables:
         h.update(t.read_bytes() if t.exists() else b"missing")
     return h.hexdigest()[:16]
@@ -128,7 +130,7 @@ class Supervised(torch.nn.Module):
 
 def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Path, desc: str,
            images_per_step: int, step_fn, progress: bool, log, step_offset: int = 0,
-           append_log: bool = False) -> tuple[int, bool]:
+           append_log: bool = False, fp: str | None = None) -> tuple[int, bool]:
     """The loop: warm-up + cosine lr, Fabric backward, dvclive every log_every steps, atomic checkpoints every
     ckpt_every steps; resumes from `ckpt_path` when it exists. Returns (steps done, resumed). Several runs may log
     into one dvclive history one after another (`step_offset`, `append_log`: the supervised folds)."""
@@ -144,7 +146,7 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
                                   weight_decay=p.weight_decay)
     model, optimizer = fabric.setup(model, optimizer)
     loader = fabric.setup_dataloaders(loader)
-    fp = fingerprint(p)
+    fp = fp or fingerprint(p)
     state = {"model": model, "optimizer": optimizer, "step": 0, "fingerprint": fp}
     resumed = ckpt_path.exists()
     if resumed:
@@ -200,7 +202,8 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
     return step, resumed
 
 
-def run_pretrain(p: PretrainParams, progress: bool = True, log=print) -> dict:
+def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: BenchmarkParams | None = None) -> dict:
+    """Train `p.method` and write the encoder; `bench` (the labelled benchmark) is used by `supervised` only."""
     from lightning_fabric import Fabric
 
     fabric = Fabric(accelerator=p.accelerator, devices=p.devices, precision=p.precision, strategy=p.strategy)
@@ -210,7 +213,7 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print) -> dict:
     (p.out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
 
     if p.method == "supervised":
-        return _run_supervised(fabric, p, encoder_path, progress, log)
+        return _run_supervised(fabric, p, bench or BenchmarkParams(), encoder_path, progress, log)
     model = build_model(p, gather=lambda t: fabric.all_gather(t).flatten(0, -2) if t.ndim > 1
                         else fabric.all_gather(t).flatten())
     if p.method == "random":
@@ -223,7 +226,7 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print) -> dict:
         return {"method": "random", "steps": 0}
     frame_method = p.method in FRAME_METHODS
     dataset = ClipDataset(p.data, clip_len=1 if frame_method else p.clip_len, stride=p.frame_stride,
-                          size=p.image_size, seed=p.seed)
+                          size=p.image_size, seed=p.seed, frame_jitter=p.frame_jitter)
     batch = p.batch_clips * p.clip_len if frame_method else p.batch_clips
 
     def step_fn(m, b):
@@ -236,23 +239,26 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print) -> dict:
     return {"method": p.method, "steps": steps, "resumed": resumed}
 
 
-def _run_supervised(fabric, p: PretrainParams, encoder_path: Path, progress: bool, log) -> dict:
+def _run_supervised(fabric, p: PretrainParams, bench: BenchmarkParams, encoder_path: Path, progress: bool,
+                    log) -> dict:
     """One model per fold, trained on the other folds' subjects; encoder.pt keeps all of them."""
+    from .benchmarks import load_labelled, read_folds, split
     from .data import LabelledFrames
-    from .synth import read_folds
 
-    folds = read_folds(p.folds)
+    folds = read_folds(bench.folds)
+    labelled = load_labelled(bench, [s for f in folds for s in f], log=log)
+    fp = fingerprint(p, bench)
     fold_states, steps = [], 0
     for k, test in enumerate(folds):
-        train = [s for i, f in enumerate(folds) if i != k for s in f]
-        dataset = LabelledFrames(p.labelled_clips, p.labels_dir, train, p.aus, size=p.image_size, seed=p.seed)
+        train, _ = split(labelled.subject, folds, k)
+        dataset = LabelledFrames(labelled.subset(train), size=p.image_size, seed=p.seed)
         fabric.seed_everything(p.seed + k)
-        model = Supervised(build_backbone(p.backbone), len(p.aus))
+        model = Supervised(build_backbone(p.backbone), len(bench.au_list))
         batch = p.batch_clips * p.clip_len
         # the folds log one after another into one history (steps k·max_steps + step)
         steps, _ = _train(fabric, model, dataset, batch, p, p.out_dir / "checkpoints" / f"fold{k}.ckpt",
                           f"supervised fold {k} (test {test[0]}…)", batch, lambda m, b: m(b["image"], b["labels"]),
-                          progress, log, step_offset=k * p.max_steps, append_log=k > 0)
+                          progress, log, step_offset=k * p.max_steps, append_log=k > 0, fp=fp)
         fold_states.append({n: v.detach().cpu() for n, v in model.encoder.state_dict().items()})
     if fabric.global_rank == 0:
         save_encoder(encoder_path, model.encoder, p, steps, fold_state_dicts=fold_states)

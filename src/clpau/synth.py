@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from .benchmarks import read_folds
 from .config import SynthParams
 from .fileio import atomic_path
 from .render import AU_INDEX, AU_NAMES, Identity, MeshModel, Pose, Renderer
@@ -77,21 +77,6 @@ class VideoSpec:
 
 def _seed(*parts) -> int:
     return zlib.crc32("/".join(map(str, parts)).encode())
-
-
-def read_folds(path: Path) -> list[list[str]]:
-    data = yaml.safe_load(Path(path).read_text())
-    folds = data.get("folds") if isinstance(data, dict) else None
-    if not folds or not all(isinstance(f, list) and f for f in folds):
-        raise ValueError(f"{path}: expected a mapping with 'folds': a list of non-empty subject lists")
-    seen: set[str] = set()
-    for f in folds:
-        overlap = seen & set(f)
-        if overlap:
-            raise ValueError(f"{path}: subjects {sorted(overlap)} are in more than one fold (folds must be "
-                             f"subject-exclusive)")
-        seen |= set(f)
-    return folds
 
 
 def plan(params: SynthParams) -> list[VideoSpec]:

@@ -1,0 +1,304 @@
+"""Stage `evaluate`: an encoder -> numbers a reviewer can trust (DESIGN §3).
+
+Protocol
+- Features: the frozen backbone's pooled output h of every labelled face frame (no augmentation), standardised
+  with the training part's mean and std. `supervised` encoders are per fold: fold k is encoded by the backbone
+  that never saw fold k's subjects.
+- AU probe: one linear layer, 12 (or the dataset's) logistic outputs, class-balanced binary cross-entropy
+  (each AU's positives and negatives weigh half each), unknown labels (9) masked, L2 on the weights, fitted to
+  convergence with L-BFGS. Present = probability >= `threshold`.
+- F1 of the positive class per AU: F1 = 2·TP / (2·TP + FP + FN) over known labels. When a test fold has no
+  positive and the probe predicts none, F1 is undefined (0/0): that AU is left out of that fold's mean and the
+  per-AU figure averages the folds where it is defined. With no positive but false alarms, F1 = 0.
+- Folds: the committed subject-exclusive lists; fold k trains on the other parts and tests on part k. A split
+  that puts a subject on both sides, or a labelled subject that is also in the pretraining data, is refused.
+- Label efficiency: the probe trained on 1 %, 10 %, 100 % of each training subject's frames (subject-balanced),
+  `seeds` draws each. The probe is convex, so at 100 % every seed gives the same fit: it is fitted once.
+- Identity leakage: a linear identity classifier on the same features of each fold's test subjects (earlier
+  half of each subject's frames to train, later half to test); accuracy and (acc - chance) / (1 - chance),
+  averaged over folds. Lower = more person-independent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .benchmarks import LabelledSet, check_pretraining_disjoint, load_labelled, read_folds, split
+from .config import BenchmarkParams, EvaluateParams
+from .data import augment_view
+from .labels import UNKNOWN
+
+
+def f1_per_au(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """(A,) F1 of the positive class per column; NaN where undefined (no positive and none predicted). Labels
+    equal to 9 (unknown) are ignored."""
+    known = y != UNKNOWN
+    pos, hit = (y == 1) & known, (pred == 1) & known
+    tp = (pos & hit).sum(0)
+    fp = (~pos & hit).sum(0)
+    fn = (pos & ~hit).sum(0)
+    denom = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), np.nan)
+
+
+@torch.no_grad()
+def encode(net: torch.nn.Module, crops: np.ndarray, image_size: int, batch_size: int = 512) -> np.ndarray:
+    """(N, D) float32 features of (N, S, S, 3) uint8 crops, resized as in training, no augmentation."""
+    net.eval()
+    out = []
+    for i in range(0, len(crops), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(crops[i: i + batch_size])).permute(0, 3, 1, 2)
+        out.append(net(augment_view(x, None, image_size, augment=False)).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _lbfgs(params: list[torch.Tensor], loss_fn, iters: int) -> None:
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=iters, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-6, tolerance_change=1e-9)
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+
+def fit_probe(x: np.ndarray, y: np.ndarray, weight_decay: float = 1e-3, iters: int = 200) -> dict:
+    """Class-balanced multi-label logistic regression; y (N, A) 0/1 with 9 = unknown. Returns plain tensors:
+    mean, std (standardisation), weight (D, A), bias (A)."""
+    xt = torch.from_numpy(x).double()
+    mean, std = xt.mean(0), xt.std(0).clamp_min(1e-6)
+    xs = (xt - mean) / std
+    yt = torch.from_numpy(y.astype(np.int64))
+    known = yt != UNKNOWN
+    pos, neg = (yt == 1) & known, (yt == 0) & known
+    n_pos, n_neg = pos.sum(0).double(), neg.sum(0).double()
+    n = n_pos + n_neg
+    w_pos = torch.where(n_pos > 0, n / (2 * n_pos.clamp_min(1)), torch.zeros_like(n))
+    w_neg = torch.where(n_neg > 0, n / (2 * n_neg.clamp_min(1)), torch.zeros_like(n))
+    sample_w = pos.double() * w_pos + neg.double() * w_neg
+    target = pos.double()
+    weight = torch.zeros(x.shape[1], y.shape[1], dtype=torch.float64, requires_grad=True)
+    # start each AU at its training base rate (an AU with no positive stays "absent")
+    rate = ((n_pos + 0.5) / (n + 1.0)).clamp(1e-4, 1 - 1e-4)
+    bias = torch.log(rate / (1 - rate)).clone().requires_grad_(True)
+    denom = known.sum().clamp_min(1).double()
+
+    def loss_fn():
+        logits = xs @ weight + bias
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, weight=sample_w,
+                                                                   reduction="sum")
+        return bce / denom + 0.5 * weight_decay * (weight ** 2).sum()
+
+    _lbfgs([weight, bias], loss_fn, iters)
+    return {"mean": mean.float(), "std": std.float(), "weight": weight.detach().float(),
+            "bias": bias.detach().float()}
+
+
+def probe_proba(probe: dict, x: np.ndarray) -> np.ndarray:
+    xs = (torch.from_numpy(x).float() - probe["mean"]) / probe["std"]
+    return torch.sigmoid(xs @ probe["weight"] + probe["bias"]).numpy()
+
+
+def identity_accuracy(x: np.ndarray, subjects: np.ndarray, order: np.ndarray, weight_decay: float = 1e-2,
+                      iters: int = 200) -> tuple[float, float]:
+    """Linear identity classifier: each subject's frames in time `order`, earlier half to train, later half to
+    test. Returns (accuracy, chance)."""
+    names, y = np.unique(subjects, return_inverse=True)
+    train = np.zeros(len(x), bool)
+    for s in range(len(names)):
+        idx = np.nonzero(y == s)[0]
+        idx = idx[np.argsort(order[idx], kind="stable")]
+        train[idx[: len(idx) // 2]] = True
+    xt = torch.from_numpy(x).double()
+    mean, std = xt[train].mean(0), xt[train].std(0).clamp_min(1e-6)
+    xs = (xt - mean) / std
+    yt = torch.from_numpy(y)
+    weight = torch.zeros(x.shape[1], len(names), dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(len(names), dtype=torch.float64, requires_grad=True)
+    tr = torch.from_numpy(train)
+
+    def loss_fn():
+        logits = xs[tr] @ weight + bias
+        return torch.nn.functional.cross_entropy(logits, yt[tr]) + 0.5 * weight_decay * (weight ** 2).sum()
+
+    _lbfgs([weight, bias], loss_fn, iters)
+    with torch.no_grad():
+        pred = (xs[~tr] @ weight + bias).argmax(1)
+    return float((pred == yt[~tr]).double().mean()), 1.0 / len(names)
+
+
+def subsample(subjects: np.ndarray, mask: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """`fraction` of each subject's frames within `mask` (at least one per subject), drawn with `seed`."""
+    if fraction >= 1:
+        return mask.copy()
+    rng = np.random.default_rng(seed)
+    out = np.zeros_like(mask)
+    for s in np.unique(subjects[mask]):
+        idx = np.nonzero(mask & (subjects == s))[0]
+        out[rng.choice(idx, max(1, math.ceil(fraction * len(idx))), replace=False)] = True
+    return out
+
+
+def _features(encoder_path: Path, data: LabelledSet, p: EvaluateParams, n_folds: int) -> tuple[list, dict]:
+    """One feature matrix per fold (the same one unless the encoder is per fold) and the encoder's metadata."""
+    from .pretrain import load_encoder
+
+    if not encoder_path.exists():
+        raise FileNotFoundError(f"{encoder_path} is missing: run `clpau pretrain` first")
+    crops = data.crops()
+    per_fold = "fold_state_dicts" in torch.load(encoder_path, map_location="cpu", weights_only=True)
+    if not per_fold:
+        net, meta = load_encoder(encoder_path)
+        return [encode(net, crops, meta["image_size"], p.batch_size)] * n_folds, meta
+    meta = load_encoder(encoder_path, fold=0)[1]
+    if meta["folds"] != n_folds:
+        raise ValueError(f"{encoder_path} holds {meta['folds']} per-fold encoders, the fold file {n_folds} folds")
+    return [encode(load_encoder(encoder_path, fold=k)[0], crops, meta["image_size"], p.batch_size)
+            for k in range(n_folds)], meta
+
+
+def pretraining_identities(roots: list[Path]) -> set[str]:
+    import pandas as pd
+
+    ids: set[str] = set()
+    for root in roots:
+        table = Path(root) / "clips.parquet"
+        if table.exists():
+            ids |= set(pd.read_parquet(table, columns=["identity"])["identity"].astype(str))
+    return ids
+
+
+def run_evaluate(bench: BenchmarkParams, p: EvaluateParams, pretrain_data: list[Path] = (), progress: bool = True,
+                 log=print) -> dict:
+    from tqdm import tqdm
+
+    folds = read_folds(bench.folds)
+    data = load_labelled(bench, [s for f in folds for s in f], log=log)
+    check_pretraining_disjoint(set(data.subject), pretraining_identities(list(pretrain_data)))
+    absent = sorted({s for f in folds for s in f} - set(data.subject))
+    if absent:
+        log(f"evaluate: {len(absent)} subjects of {bench.folds} have no labelled face frame, e.g. {absent[:3]}")
+    feats, meta = _features(p.encoder, data, p, len(folds))
+    order = np.lexsort((data.frame, data.video)).argsort()  # time order: video name, then frame
+    aus = data.aus
+    runs = {frac: [] for frac in p.label_fractions}  # fraction -> list of (fold, seed, per-AU F1)
+    identity = []
+    jobs = [(k, frac, seed) for k in range(len(folds)) for frac in p.label_fractions
+            for seed in (range(p.seeds) if frac < 1 else [0])]
+    bar = tqdm(total=len(jobs) + len(folds), desc="evaluate", unit="probe", disable=not progress)
+    for k in range(len(folds)):
+        train, test = split(data.subject, folds, k)
+        x = feats[k]
+        for frac in p.label_fractions:
+            for seed in range(p.seeds) if frac < 1 else [0]:
+                use = subsample(data.subject, train, frac, seed)
+                probe = fit_probe(x[use], data.labels[use], p.weight_decay, p.probe_iters)
+                pred = (probe_proba(probe, x[test]) >= p.threshold).astype(np.int8)
+                runs[frac].append((k, seed, f1_per_au(data.labels[test], pred)))
+                bar.update(1)
+        acc, chance = identity_accuracy(x[test], data.subject[test], order[test])
+        identity.append((acc, chance))
+        bar.update(1)
+    bar.close()
+
+    full = np.array([f1 for _, _, f1 in runs[max(p.label_fractions)]])  # (folds, A)
+    fold_means = nanmean(full, axis=1)
+    per_au = nanmean(full, axis=0)
+    acc = float(np.mean([a for a, _ in identity]))
+    chance = float(np.mean([c for _, c in identity]))
+    efficiency = {}
+    for frac, rs in runs.items():
+        means = [float(nanmean(f1)) for _, _, f1 in rs]
+        efficiency[f"{frac:g}"] = {"f1_mean": _r(np.mean(means)), "f1_std": _r(np.std(means)), "runs": len(means)}
+    metrics = {
+        "method": meta["method"],
+        "dataset": bench.dataset,
+        "encoder_step": int(meta["step"]),
+        "f1_mean": _r(np.mean(fold_means)),
+        "f1_std": _r(np.std(fold_means)),
+        "f1": {f"AU{a}": _r(v) for a, v in zip(aus, per_au, strict=True)},
+        "f1_folds": [_r(v) for v in fold_means],
+        "identity_acc": _r(acc),
+        "identity_chance": _r(chance),
+        "identity_leakage": _r((acc - chance) / (1 - chance)),
+        "label_efficiency": efficiency,
+        "frames": len(data),
+        "subjects": int(len(set(data.subject))),
+    }
+    p.plots_dir.mkdir(parents=True, exist_ok=True)
+    _write_tables(p.plots_dir, aus, full, efficiency)
+    from .plots import embedding_plot, label_efficiency_plot, per_au_plot
+
+    per_au_plot(p.plots_dir / "per_au_f1.png", aus, full, metrics)
+    label_efficiency_plot(p.plots_dir / "label_efficiency.png", efficiency, meta["method"])
+    embedding_plot(p.plots_dir / "embedding.png", feats[0], data, p.embedding_frames, meta["method"])
+    _save_final_probe(p, data, feats, meta, bench)
+    _write_json(p.metrics, metrics)
+    return metrics
+
+
+def nanmean(a: np.ndarray, axis=None) -> np.ndarray:
+    """Mean over the defined entries; NaN (not a warning) where none is defined."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a, axis=axis)
+
+
+def nanstd(a: np.ndarray, axis=None) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanstd(a, axis=axis)
+
+
+def _r(v) -> float | None:
+    v = float(v)
+    return None if math.isnan(v) else round(v, 4)
+
+
+def _write_tables(folder: Path, aus: list[int], full: np.ndarray, efficiency: dict) -> None:
+    lines = ["au,f1_mean,f1_std," + ",".join(f"f1_fold{k}" for k in range(len(full)))]
+    for j, a in enumerate(aus):
+        col = full[:, j]
+        lines.append(f"AU{a},{_fmt(nanmean(col))},{_fmt(nanstd(col))}," + ",".join(_fmt(v) for v in col))
+    _write_text(folder / "per_au.csv", "\n".join(lines) + "\n")
+    rows = ["fraction,f1_mean,f1_std"] + [f"{k},{v['f1_mean']},{v['f1_std']}" for k, v in efficiency.items()]
+    _write_text(folder / "label_efficiency.csv", "\n".join(rows) + "\n")
+
+
+def _fmt(v: float) -> str:
+    return "" if math.isnan(v) else f"{v:.4f}"
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def _save_final_probe(p: EvaluateParams, data: LabelledSet, feats: list, meta: dict, bench: BenchmarkParams) -> None:
+    """The deployable detector for `clpau predict`: the probe on every labelled subject (on fold 0's backbone when
+    the encoder is per fold)."""
+    probe = fit_probe(feats[0], data.labels, p.weight_decay, p.probe_iters)
+    blob = {**probe, "aus": torch.tensor(data.aus), "threshold": p.threshold, "dataset": bench.dataset,
+            "method": meta["method"], "encoder_fold": 0 if meta["folds"] else -1,
+            "image_size": int(meta["image_size"]), "frames": len(data)}
+    p.probe_out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.probe_out.with_name(p.probe_out.name + ".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, p.probe_out)

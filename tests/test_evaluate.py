@@ -1,0 +1,135 @@
+"""Evaluation: F1 against hand-computed cases, leak-proof splits, the probe, identity leakage, the whole stage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from clpau.benchmarks import LeakError, check_pretraining_disjoint, load_labelled, read_folds, split
+from clpau.config import BenchmarkParams, EvaluateParams, PretrainParams
+from clpau.evaluate import f1_per_au, fit_probe, identity_accuracy, probe_proba, run_evaluate, subsample
+from clpau.labels import read_occurrence_csv
+from clpau.pretrain import run_pretrain
+
+
+def test_f1_hand_computed():
+    y = np.array([[1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 9, 0], [0, 1, 0, 0]], np.int8)
+    pred = np.array([[1, 0, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]], np.int8)
+    f1 = f1_per_au(y, pred)
+    assert f1[0] == pytest.approx(2 * 1 / (2 * 1 + 1 + 1))  # TP row 0, FP row 2, FN row 1
+    assert f1[1] == 0.0                                     # its one positive missed
+    assert f1[2] == 0.0                                     # no positive, a false alarm (row 2 is unknown: ignored)
+    assert np.isnan(f1[3])                                  # no positive, none predicted: undefined, not 0 or 1
+
+
+def test_folds_and_splits_refuse_leaks(tmp_path):
+    bad = tmp_path / "folds.yaml"
+    bad.write_text("folds:\n  - [A, B]\n  - [C, A]\n")
+    with pytest.raises(LeakError, match=r"\['A'\] are in more than one fold"):
+        read_folds(bad)
+    subjects = np.array(["A", "B", "C", "A"])
+    with pytest.raises(LeakError, match="training and test"):
+        split(subjects, [["A", "B"], ["C", "A"]], 0)
+    train, test = split(subjects, [["A", "B"], ["C"]], 1)
+    assert train.tolist() == [True, True, False, True] and test.tolist() == [False, False, True, False]
+    with pytest.raises(LeakError, match="also identities of the pretraining data"):
+        check_pretraining_disjoint({"S001", "S002"}, {"P0001", "S002"})
+
+
+def test_probe_learns_a_separable_rule_and_ignores_unknown_labels():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5)).astype(np.float32)
+    y = np.stack([(x[:, 0] > 0.8), (x[:, 1] + x[:, 2] > 0)], 1).astype(np.int8)  # rare and balanced AUs
+    noisy = y.copy()
+    noisy[:100, 0] = 9  # unknown: these rows carry wrong-looking features but must not count
+    probe = fit_probe(x[:300], noisy[:300], weight_decay=1e-4)
+    f1 = f1_per_au(y[300:], (probe_proba(probe, x[300:]) >= 0.5).astype(np.int8))
+    assert f1.min() > 0.9
+
+
+def test_identity_accuracy_high_for_identity_features_and_chance_for_noise():
+    rng = np.random.default_rng(0)
+    subjects = np.repeat([f"S{i}" for i in range(8)], 40)
+    order = np.tile(np.arange(40), 8)
+    code = rng.normal(size=(8, 16))[np.repeat(np.arange(8), 40)]
+    acc, chance = identity_accuracy((code + 0.3 * rng.normal(size=code.shape)).astype(np.float32), subjects, order)
+    assert acc > 0.95 and chance == 1 / 8
+    acc_noise, _ = identity_accuracy(rng.normal(size=(320, 16)).astype(np.float32), subjects, order)
+    assert acc_noise < 0.35
+
+
+def test_subsample_is_subject_balanced():
+    subjects = np.repeat(["A", "B", "C"], [100, 50, 10])
+    mask = subjects != "C"
+    use = subsample(subjects, mask, 0.1, seed=1)
+    assert (use & (subjects == "A")).sum() == 10 and (use & (subjects == "B")).sum() == 5
+    assert not (use & ~mask).any()
+    assert not np.array_equal(use, subsample(subjects, mask, 0.1, seed=2))
+
+
+def _bench(synth_clips, **kw) -> BenchmarkParams:
+    root = synth_clips.parent
+    return BenchmarkParams(clips=root / "labelled_clips", labels_dir=root / "labels" / "labelled", **kw)
+
+
+def _eval_params(tmp_path, encoder) -> EvaluateParams:
+    return EvaluateParams(encoder=encoder, seeds=2, label_fractions=[0.25, 1.0], embedding_frames=100,
+                          metrics=tmp_path / "metrics.json", plots_dir=tmp_path / "plots",
+                          probe_out=tmp_path / "probe.pt")
+
+
+@pytest.mark.parametrize("method", ["random", "supervised"])
+def test_evaluate_stage_writes_metrics_plots_and_probe(method, synth_clips, tmp_path):
+    pre = PretrainParams(data=[synth_clips], method=method, out_dir=tmp_path / "models", live_dir=tmp_path / "live",
+                         max_steps=2, batch_clips=4, clip_len=4, num_workers=0)
+    run_pretrain(pre, progress=False, log=lambda *_: None, bench=_bench(synth_clips))
+    p = _eval_params(tmp_path, tmp_path / "models" / "encoder.pt")
+    m = run_evaluate(_bench(synth_clips), p, [synth_clips], progress=False, log=lambda *_: None)
+    saved = json.loads(p.metrics.read_text())
+    assert saved == m and m["method"] == method and m["subjects"] == 24
+    assert set(m) >= {"f1_mean", "f1_std", "f1", "f1_folds", "identity_acc", "identity_leakage", "label_efficiency"}
+    assert len(m["f1_folds"]) == 3 and list(m["f1"]) == [f"AU{a}" for a in (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)]
+    assert m["f1_mean"] == pytest.approx(np.mean(m["f1_folds"]), abs=1e-3)
+    assert m["label_efficiency"]["0.25"]["runs"] == 3 * 2 and m["label_efficiency"]["1"]["runs"] == 3
+    assert m["identity_chance"] == pytest.approx(1 / 8)
+    for png in ("per_au_f1.png", "label_efficiency.png", "embedding.png"):
+        assert (p.plots_dir / png).stat().st_size > 5000
+    assert (p.plots_dir / "per_au.csv").read_text().startswith("au,f1_mean,f1_std,f1_fold0")
+    probe = torch.load(p.probe_out, weights_only=True)
+    assert probe["weight"].shape[1] == 12 and probe["dataset"] == "synth"
+    assert probe["encoder_fold"] == (0 if method == "supervised" else -1)
+
+
+def test_evaluate_refuses_subjects_seen_in_pretraining(synth_clips, tmp_path):
+    pre = PretrainParams(data=[synth_clips], method="random", out_dir=tmp_path / "models", live_dir=tmp_path / "l")
+    run_pretrain(pre, progress=False, log=lambda *_: None)
+    bench = _bench(synth_clips)
+    p = _eval_params(tmp_path, tmp_path / "models" / "encoder.pt")
+    with pytest.raises(LeakError, match="also identities of the pretraining data"):
+        run_evaluate(bench, p, [bench.clips], progress=False, log=lambda *_: None)  # pretraining on the test set
+    assert not p.metrics.exists()
+
+
+def test_disfa_layout_joins_the_same_frames_as_the_csv_layout(synth_clips, tmp_path):
+    """The synthetic labels rewritten in DISFA's layout (per subject and AU, intensity 0-5, occurrence >= 2) must
+    give exactly the labels of the BP4D-layout CSVs, frame for frame (DISFA numbers frames from 1)."""
+    csv_bench = _bench(synth_clips)
+    aus = csv_bench.au_list
+    disfa = tmp_path / "disfa"
+    for csv in sorted(csv_bench.labels_dir.glob("*.csv")):
+        subject = csv.stem.split("_")[0]
+        frames, labels = read_occurrence_csv(csv, aus)
+        (disfa / subject).mkdir(parents=True)
+        for j, au in enumerate(aus):
+            intensity = np.where(labels[:, j] == 1, 3, 1)  # 1 is below DISFA's threshold of 2
+            (disfa / subject / f"{subject}_au{au}.txt").write_text(
+                "".join(f"{f + 1},{v}\n" for f, v in zip(frames, intensity, strict=True)))
+    b = BenchmarkParams(dataset="disfa", clips=csv_bench.clips, labels_dir=disfa, aus=aus, first_frame=1,
+                        subject_pattern=r"^(S\d+)_")
+    a, d = load_labelled(csv_bench, log=lambda *_: None), load_labelled(b, log=lambda *_: None)
+    assert len(a) == len(d) > 300
+    np.testing.assert_array_equal(a.labels, d.labels)
+    np.testing.assert_array_equal(a.frame, d.frame)
