@@ -41,11 +41,12 @@ bench: venv
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-# Every pretraining method as a DVC experiment, each in a temporary copy of the workspace (so the workspace is
-# left as it is), then one table. `dvc exp run` starts from HEAD: commit first.
-METHODS := clp tcl cir simclr moco random supervised
+# Every pretraining method as a DVC experiment (pretrain + evaluate), each in a temporary copy of the workspace (so
+# the workspace is left as it is), then one table: `dvc exp show` columns and reports/compare.md (per-AU F1 too).
+# `dvc exp run` starts from HEAD: commit first, and do not commit while it runs.
+METHODS := random simclr moco tcl cir clp supervised
 compare: repro
-	for m in $(METHODS); do $(BIN)/dvc exp run --temp -n cmp-$$m -S pretrain.method=$$m; done
-	mkdir -p reports
-	$(BIN)/dvc exp show --no-pager --md --drop '.*' \
-	  --keep 'Experiment|Created|pretrain.method|train.loss|train.nce|step|img_per_s' | tee reports/compare.md
+	for m in $(METHODS); do $(BIN)/dvc exp run --temp -f -n cmp-$$m -S pretrain.method=$$m; done
+	$(BIN)/dvc exp show --no-pager --drop '.*' \
+	  --keep 'Experiment|Created|pretrain.method|f1_mean|f1_std|identity_acc|identity_leakage|encoder_step'
+	$(BIN)/clpau compare --out reports/compare.md

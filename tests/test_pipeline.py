@@ -71,6 +71,16 @@ def test_dvc_repro_runs_the_pipeline(tmp_path):
         assert (repo / "metrics" / "evaluate" / png).stat().st_size > 5000
     assert (repo / "models" / "probe.pt").exists()
 
+    # methods are compared as DVC experiments; `clpau compare` makes one table of them
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "pipeline"], repo, env)
+    _run([str(BIN / "dvc"), "exp", "run", "--temp", "-n", "cmp-random", "-S", "pretrain.method=random"], repo, env)
+    table = _run([str(BIN / "clpau"), "compare", "--out", "compare.md"], repo, env)
+    summary = table.split("## F1 per AU")[0]
+    rows = [line for line in summary.splitlines() if line.startswith(("| random |", "| clp |"))]
+    assert len(rows) == 2 and "cmp-random" in rows[1 if rows[0].startswith("| clp") else 0], table
+    assert "## F1 per AU" in (repo / "compare.md").read_text()
+
     second = _run([str(BIN / "dvc"), "repro"], repo, env)
     assert "didn't change, skipping" in second or "up to date" in second
     status = _run([str(BIN / "dvc"), "status"], repo, env)

@@ -112,6 +112,19 @@ def _predict(args, params) -> int:
     return 0
 
 
+def _compare(args, params) -> int:
+    from .compare import run_compare
+
+    try:
+        text = run_compare(args.out)
+    except RuntimeError as err:
+        print(f"clpau compare: error: {err}", file=sys.stderr)
+        return 1
+    print(text, end="")
+    print(f"compare: written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clpau",
@@ -167,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--workers", type=int, help="extraction processes (default: extract.workers)")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+    cp = sub.add_parser("compare", help="one table of the DVC experiments' evaluations (after `make compare`)",
+                        description="Read `dvc exp show --json` and write one markdown table: per method the newest "
+                                    "experiment's mean F1 ± std over folds, F1 per fold, label efficiency, identity "
+                                    "leakage, the share of the random->supervised gap closed, and F1 per AU.")
+    cp.add_argument("--out", type=Path, default=Path("reports/compare.md"), help="default: %(default)s")
+
     ex = sub.add_parser("extract", help="video files/folders -> aligned face clips (parquet tables + frame shards)",
                         description="Decode videos, follow the largest face, align it and cut clips of consecutive "
                                     "frames. Bad inputs become rows with a status; they never stop the batch. A "
@@ -185,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"assets": _assets, "synth": _synth, "extract": _extract, "pretrain": _pretrain, "evaluate": _evaluate,
-            "predict": _predict}
+            "predict": _predict, "compare": _compare}
 
 
 def main(argv: list[str] | None = None) -> int:

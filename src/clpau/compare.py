@@ -20,7 +20,8 @@ def collect(exp_show: list) -> list[dict]:
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
         metrics = ((data.get("metrics") or {}).get("metrics/evaluate.json") or {}).get("data")
         if metrics and "f1_mean" in metrics:
-            rows.append({"name": state.get("name") or state.get("rev", "")[:7],
+            rev = state.get("rev", "")
+            rows.append({"name": state.get("name") or (rev[:7] if len(rev) == 40 else rev),
                          "method": (params.get("pretrain") or {}).get("method", metrics.get("method")),
                          "metrics": metrics, "experiment": depth > 0})
         for group in state.get("experiments") or []:
@@ -67,10 +68,10 @@ def to_markdown(rows: list[dict]) -> str:
             share = (by[method]["f1_mean"] - lo) / (hi - lo) if hi != lo else float("nan")
             out.append(f"- {method}: {100 * share:.0f} %")
         out.append("")
-    aus = list(rows[0]["metrics"].get("f1", {}))
+    aus = list(dict.fromkeys(a for r in rows for a in r["metrics"].get("f1", {})))
     out += ["## F1 per AU", "", "| method | " + " | ".join(aus) + " |", "|---|" + "---|" * len(aus)]
     for r in rows:
-        out.append(f"| {r['method']} | " + " | ".join(_f(r["metrics"]["f1"].get(a)) for a in aus) + " |")
+        out.append(f"| {r['method']} | " + " | ".join(_f(r["metrics"].get("f1", {}).get(a)) for a in aus) + " |")
     return "\n".join(out) + "\n"
 
 
