@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv repro test lint bench clean compare
+.PHONY: venv repro test lint bench clean compare serve
 venv: $(STAMP)
 
 # Reinstalls only when the pins or the package metadata change.
@@ -37,6 +37,7 @@ bench: venv
 	$(BIN)/python bench/extract.py --naive
 	$(BIN)/python -W ignore bench/synth.py
 	$(BIN)/python bench/pretrain.py
+	$(BIN)/python -W ignore bench/drift.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
@@ -50,3 +51,16 @@ compare: repro
 	$(BIN)/dvc exp show --no-pager --drop '.*' \
 	  --keep 'Experiment|Created|pretrain.method|f1_mean|f1_std|identity_acc|identity_leakage|encoder_step'
 	$(BIN)/clpau compare --out reports/compare.md
+
+# A local Prefect server (127.0.0.1 only), the process work pool, both deployments of prefect.yaml and a worker.
+# UI: http://127.0.0.1:4200 . Ctrl-C stops worker and server.
+PREFECT_PORT ?= 4200
+serve: venv
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) & server=$$!; \
+	trap "kill $$server" EXIT; \
+	export PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api; \
+	for i in $$(seq 120); do curl -sf $$PREFECT_API_URL/health >/dev/null && break; sleep 1; done; \
+	$(BIN)/prefect work-pool inspect clpau-process >/dev/null 2>&1 || \
+	  $(BIN)/prefect work-pool create clpau-process --type process; \
+	$(BIN)/prefect --no-prompt deploy --all; \
+	$(BIN)/prefect worker start --pool clpau-process

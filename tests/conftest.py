@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# each test session gets its own Prefect home (database, settings): nothing leaks between runs or into ~/.prefect
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="clpau-prefect-")
 
 from clpau.assets import AssetPaths, fetch_assets  # noqa: E402
 from clpau.config import AssetsParams, ExtractParams  # noqa: E402
@@ -55,4 +59,48 @@ def synth_clips(assets, tmp_path_factory):
                 progress=False)
     run_extract([params.out_dir / "labelled"], root / "labelled_clips", ExtractParams(), workers=2,
                 identity_rule="prefix", progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def batches(assets, tmp_path_factory):
+    """Real extract outputs for the quality gate, drift and the flows: a training `pool` (24 synthetic people), a
+    `good` batch of 8 new people, the same 8 videos darkened (`dark`: a lighting shift) and a `bad` batch (the
+    real sample video made very dark, pure noise, faces too small, a corrupt file). Returns {name: (videos dir,
+    extract dir)}."""
+    import shutil
+
+    import media
+    import numpy as np
+
+    from clpau.config import SynthParams
+    from clpau.synth import run_synth
+
+    root = tmp_path_factory.mktemp("batches")
+    params = SynthParams(assets_dir=assets.root, out_dir=root / "raw", labels_dir=root / "labels",
+                         pretrain={"identities": 32, "videos_per_identity": 1, "frames": 40},
+                         labelled={"tasks": 1, "frames": 16})
+    run_synth(params, workers=2, progress=False)
+    videos = sorted((params.out_dir / "pretrain").glob("*.mp4"))
+    dirs = {name: root / name for name in ("pool", "good", "dark", "bad")}
+    for d in dirs.values():
+        d.mkdir()
+    for v in videos[:24]:
+        shutil.copy(v, dirs["pool"])
+    for v in videos[24:]:
+        shutil.copy(v, dirs["good"])
+        frames = media.read_frames(v, 1000)
+        media.write_video(dirs["dark"] / v.name, [(f * 0.45).astype(np.uint8) for f in frames], fps=25)
+    sample = media.read_frames(assets.videos / "WolfgangLanger_Pexels.mp4", 24)
+    media.write_video(dirs["bad"] / "dark_room.mp4", [(f * 0.1).astype(np.uint8) for f in sample])
+    rng = np.random.default_rng(0)
+    media.write_video(dirs["bad"] / "noise.mp4",
+                      [np.clip(rng.normal(120, 30, (360, 640, 3)), 0, 255).astype(np.uint8) for _ in range(24)])
+    media.write_video(dirs["bad"] / "tiny.mp4", media.resize(sample, 160, 90))
+    (dirs["bad"] / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
+    out = {}
+    for name, d in dirs.items():
+        clips = root / f"{name}_clips"
+        run_extract([d], clips, ExtractParams(), workers=2, identity_rule="prefix", progress=False)
+        out[name] = (d, clips)
     return out

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from clpau.cli import build_parser
@@ -24,8 +25,10 @@ def _run(cmd, cwd, env):
     return proc.stdout + proc.stderr
 
 
-def test_dvc_repro_runs_the_pipeline(tmp_path):
-    repo = tmp_path / "repo"
+@pytest.fixture(scope="module")
+def dvc_repo(tmp_path_factory):
+    """A throw-away git + DVC repo of this project (code, dvc.yaml, fold files, tiny params) after `dvc repro`."""
+    repo = tmp_path_factory.mktemp("dvc") / "repo"
     repo.mkdir()
     shutil.copy(ROOT / "dvc.yaml", repo)
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -47,7 +50,11 @@ def test_dvc_repro_runs_the_pipeline(tmp_path):
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "init"], repo, env)
     _run([str(BIN / "dvc"), "repro"], repo, env)
+    return repo, env
 
+
+def test_dvc_repro_runs_the_pipeline(dvc_repo):
+    repo, env = dvc_repo
     out = repo / "data" / "clips" / "samples"
     videos = pd.read_parquet(out / "videos.parquet")
     labelled = pd.read_parquet(repo / "data" / "clips" / "synth_labelled" / "videos.parquet")
@@ -60,7 +67,8 @@ def test_dvc_repro_runs_the_pipeline(tmp_path):
     assert len(clips) > 50
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"assets", "synth", "extract@samples", "extract@synth_pretrain",
-                                   "extract@synth_labelled", "pretrain", "evaluate"}
+                                   "extract@synth_labelled", "validate@samples", "validate@synth_pretrain",
+                                   "pretrain", "evaluate"}
     assert (repo / "models" / "encoder.pt").exists()
     metrics = json.loads(_run([str(BIN / "dvc"), "metrics", "show", "--json"], repo, env))
     shown = json.dumps(metrics)
@@ -93,3 +101,29 @@ def test_cli_help_lists_one_subcommand_per_stage(capsys):
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for stage in stages:
         assert f"    {stage} " in help_text
+
+
+def test_retrain_flow_reproduces_and_promotes_only_a_model_that_is_not_worse(dvc_repo, monkeypatch):
+    """The Prefect retrain flow (Prefect's test harness) on the repo above: new parameters -> `dvc repro` runs
+    pretrain + evaluate, the model is promoted; a promoted model that was better is kept."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    sys.path.insert(0, str(ROOT))
+    from flows.retrain import retrain_flow
+
+    repo, env = dvc_repo
+    monkeypatch.setenv("PATH", env["PATH"])
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["pretrain"]["max_steps"] = 4
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    with prefect_test_harness(server_startup_timeout=90):
+        first = retrain_flow(str(repo))
+        assert first["promoted"] and first["new"]["encoder_step"] == 4, first
+        assert (repo / "models" / "promoted" / "encoder.pt").exists()
+        promoted = repo / "models" / "promoted" / "evaluate.json"
+        better = json.loads(promoted.read_text())
+        better["f1_mean"] = 0.99  # pretend the promoted model was far better
+        promoted.write_text(json.dumps(better))
+        second = retrain_flow(str(repo))
+        assert not second["promoted"] and "below the promoted model's 0.990" in second["reason"]
+        assert json.loads(promoted.read_text())["f1_mean"] == 0.99

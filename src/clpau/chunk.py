@@ -6,6 +6,7 @@ queue every few frames so the parent's progress bar moves during long chunks.
 
 from __future__ import annotations
 
+import threading
 import traceback
 from dataclasses import dataclass, field
 
@@ -15,29 +16,32 @@ from .config import ExtractParams
 from .face import FaceModels, FaceTracker, Template, align, tiny_faces
 from .video import DecodeReport, decode
 
-_MODELS: FaceModels | None = None
-_PROGRESS = None
+# Per thread: dlib's detector and shape predictor must not be shared by threads running chunks at the same time
+# (in-process extraction from a thread pool, e.g. Prefect's). A forked worker inherits the forking (main) thread's.
+_LOCAL = threading.local()
+
+
+def _models() -> FaceModels:
+    models = getattr(_LOCAL, "models", None)
+    if models is None:
+        models = _LOCAL.models = FaceModels()
+    return models
 
 
 def init_worker(progress_queue=None) -> None:
     """Pool initializer: load the dlib models once per process (unless inherited through fork)."""
-    global _MODELS, _PROGRESS
-    if _MODELS is None:
-        _MODELS = FaceModels()
-    _PROGRESS = progress_queue
+    _models()
+    _LOCAL.progress = progress_queue
 
 
 def preload_models() -> None:
-    """Load the models in this process, so forked workers share them instead of each loading ~100 MB."""
-    global _MODELS
-    if _MODELS is None:
-        _MODELS = FaceModels()
+    """Load the models in this thread, so forked workers share them instead of each loading ~100 MB."""
+    _models()
 
 
 def set_progress(sink) -> object:
-    """Route progress ticks to `sink` (anything with .put(n)); returns the previous sink."""
-    global _PROGRESS
-    previous, _PROGRESS = _PROGRESS, sink
+    """Route this thread's progress ticks to `sink` (anything with .put(n)); returns the previous sink."""
+    previous, _LOCAL.progress = getattr(_LOCAL, "progress", None), sink
     return previous
 
 
@@ -104,7 +108,8 @@ def process_chunk(task: ChunkTask) -> ChunkResult:  # runs in a worker process
 
 
 def _run_chunk(task: ChunkTask, res: ChunkResult) -> None:
-    models = _MODELS if _MODELS is not None else FaceModels()
+    models = _models()
+    progress = getattr(_LOCAL, "progress", None)
     p = task.params
     template = Template.from_params(p)
     report = DecodeReport()
@@ -148,11 +153,11 @@ def _run_chunk(task: ChunkTask, res: ChunkResult) -> None:
             bright.append(b)
             sharp.append(sh)
         ticks += 1
-        if _PROGRESS is not None and ticks >= 16:
-            _PROGRESS.put(ticks)
+        if progress is not None and ticks >= 16:
+            progress.put(ticks)
             ticks = 0
-    if _PROGRESS is not None and ticks:
-        _PROGRESS.put(ticks)
+    if progress is not None and ticks:
+        progress.put(ticks)
     res.last_hist = prev_hist
     res.decode_error = report.error
     res.pts = np.asarray(pts, np.int64)

@@ -125,6 +125,41 @@ def _compare(args, params) -> int:
     return 0
 
 
+def _validate(args, params) -> int:
+    from .validate import run_validate
+
+    out = args.out or Path("reports/validate") / args.data.name
+    try:
+        summary = run_validate(args.data, params.validate, out)
+    except FileNotFoundError as err:
+        print(f"clpau validate: error: {err}", file=sys.stderr)
+        return 2
+    verdict = "passed" if summary["success"] else "FAILED"
+    print(f"validate: {args.data}: {verdict} ({summary['checked']} expectations, {summary['videos']} videos, "
+          f"{summary['clips']} clips); data docs: {summary['docs']}")
+    for f in summary["failed"]:
+        print(f"  failed [{f['table']}] {f['reason']}", file=sys.stderr)
+    return 0 if summary["success"] else 1
+
+
+def _drift(args, params) -> int:
+    from .drift import run_drift
+
+    p = params.drift
+    if args.encoder:
+        p = p.model_copy(update={"encoder": args.encoder})
+    out = args.out or Path("reports/drift") / args.current.name
+    try:
+        s = run_drift(args.reference, args.current, p, out)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"clpau drift: error: {err}", file=sys.stderr)
+        return 2
+    print(f"drift: {args.current} against {args.reference}: {'DRIFT' if s['drift'] else 'no drift'} "
+          f"({s['drifted_share']:.0%} of {len(s['columns'])} columns drifted, threshold {s['threshold']:.0%}"
+          + (f": {', '.join(s['drifted_columns'])}" if s["drifted_columns"] else "") + f"); report {out}/drift.html")
+    return 1 if s["drift"] and args.fail_on_drift else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clpau",
@@ -186,6 +221,25 @@ def build_parser() -> argparse.ArgumentParser:
                                     "leakage, the share of the random->supervised gap closed, and F1 per AU.")
     cp.add_argument("--out", type=Path, default=Path("reports/compare.md"), help="default: %(default)s")
 
+    va = sub.add_parser("validate", help="Great Expectations quality gate over an extract output",
+                        description="Check videos.parquet and clips.parquet of DIR against the thresholds in "
+                                    "params.yaml: validate (face share, detector score, face size, brightness, "
+                                    "sharpness, landmark jitter, clip length, frame rate, duplicate videos). Writes "
+                                    "validation.json and GX data docs; exit 1 with one reason per failed "
+                                    "expectation.")
+    va.add_argument("data", type=Path, metavar="DIR", help="an extract output folder")
+    va.add_argument("--out", type=Path, help="report folder (default: reports/validate/<DIR name>)")
+
+    dr = sub.add_parser("drift", help="Evidently drift report of a new batch against the training pool",
+                        description="Compare CUR with REF (both extract outputs), per video: clip QC features and "
+                                    "encoder-embedding components (params.yaml: drift). Writes drift.html and "
+                                    "drift.json.")
+    dr.add_argument("reference", type=Path, metavar="REF")
+    dr.add_argument("current", type=Path, metavar="CUR")
+    dr.add_argument("--out", type=Path, help="report folder (default: reports/drift/<CUR name>)")
+    dr.add_argument("--encoder", type=Path, help="default: drift.encoder")
+    dr.add_argument("--fail-on-drift", action="store_true", help="exit 1 when the batch drifted")
+
     ex = sub.add_parser("extract", help="video files/folders -> aligned face clips (parquet tables + frame shards)",
                         description="Decode videos, follow the largest face, align it and cut clips of consecutive "
                                     "frames. Bad inputs become rows with a status; they never stop the batch. A "
@@ -204,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"assets": _assets, "synth": _synth, "extract": _extract, "pretrain": _pretrain, "evaluate": _evaluate,
-            "predict": _predict, "compare": _compare}
+            "predict": _predict, "compare": _compare,
+            "validate": _validate, "drift": _drift}
 
 
 def main(argv: list[str] | None = None) -> int:

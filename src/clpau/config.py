@@ -6,6 +6,7 @@ message that names it (``params.yaml: extract.clip_len: Input should be greater 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -180,13 +181,59 @@ class EvaluateParams(_Section):
         return self
 
 
-class Params(_Section):
-    assets: AssetsParams = AssetsParams()
-    synth: SynthParams = SynthParams()
-    extract: ExtractParams = ExtractParams()
-    benchmark: BenchmarkParams = BenchmarkParams()
-    pretrain: PretrainParams = PretrainParams()
-    evaluate: EvaluateParams = EvaluateParams()
+class ValidateParams(_Section):
+    """Thresholds of the quality gate (validate.py); `mostly` = share of clips that must pass a per-clip check."""
+    min_video_share: float = Field(0.5, ge=0, le=1, description="share of a batch's videos that must give clips")
+    min_face_share: float = Field(0.5, ge=0, le=1, description="share of a usable video's frames with a face")
+    min_fps: float = Field(10.0, gt=0)
+    max_fps: float = Field(120.0, gt=0)
+    mostly: float = Field(0.9, ge=0, le=1)
+    min_det_score: float = Field(-0.5, description="dlib HOG score (0 = its own threshold)")
+    min_face_size: float = Field(80.0, ge=0, description="face width in px of the original frame")
+    min_brightness: float = Field(40.0, ge=0, le=255)
+    max_brightness: float = Field(220.0, ge=0, le=255)
+    min_sharpness: float = Field(50.0, ge=0, description="variance of the Laplacian of the aligned crop")
+    max_landmark_jitter: float = Field(15.0, gt=0)
+    min_clip_frames: int = Field(8, ge=2)
+
+
+class DriftParams(_Section):
+    """Drift of a new batch against the training pool (drift.py)."""
+    features: list[str] = ["det_score", "face_size", "brightness", "sharpness", "landmark_jitter"]
+    embedding_components: int = Field(8, ge=0, description="PCA components of encoder embeddings tested (0 = off)")
+    embedding_frames: int = Field(1000, ge=50, description="frames sampled per side for the embeddings")
+    encoder: Path = Path("models/encoder.pt")
+    threshold: float = Field(0.3, gt=0, le=1, description="share of drifted columns that flags the batch")
+    stattest_threshold: float = Field(0.01, gt=0, lt=1, description="p-value (or distance) per column")
+    seed: int = 0
+
+
+class FlowsParams(_Section):
+    """Prefect flows (flows/): where new videos arrive, where accepted ones go, how tasks run."""
+    inbox: Path = Path("data/inbox")
+    pool: Path = Path("data/raw/pool")
+    quarantine: Path = Path("data/quarantine")
+    batches: Path = Path("data/batches")
+    reference: Path = Path("data/clips/synth_pretrain")
+    task_runner: Literal["thread", "dask"] = "thread"
+    dask_address: str | None = Field(None, description="scheduler address; None = a local cluster")
+    retries: int = Field(2, ge=0)
+    retrain_targets: list[str] = ["pretrain", "evaluate"]
+
+
+with warnings.catch_warnings():  # the `validate` section shadows pydantic's deprecated BaseModel.validate: harmless
+    warnings.simplefilter("ignore", UserWarning)
+
+    class Params(_Section):
+        assets: AssetsParams = AssetsParams()
+        synth: SynthParams = SynthParams()
+        extract: ExtractParams = ExtractParams()
+        benchmark: BenchmarkParams = BenchmarkParams()
+        pretrain: PretrainParams = PretrainParams()
+        evaluate: EvaluateParams = EvaluateParams()
+        validate: ValidateParams = ValidateParams()
+        drift: DriftParams = DriftParams()
+        flows: FlowsParams = FlowsParams()
 
 
 def _format_error(source: str, err: ValidationError) -> str:

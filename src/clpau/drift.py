@@ -1,0 +1,128 @@
+"""`clpau drift REF CUR`: does a new batch (CUR, an `extract` output) differ from the training pool (REF)?
+
+An Evidently 0.7 data-drift report over
+- clip-level QC features (`drift.features`: detector score, face size, brightness, sharpness, landmark jitter), and
+- the encoder's embeddings of a frame sample from each side, reduced to `drift.embedding_components` principal
+  components fitted on the reference (new lighting, new kinds of faces or a new camera move the embeddings);
+each aggregated per video (the mean over its clips / sampled frames). Per video, because clips of one video share
+their person, light and camera: tested clip by clip, any new batch of a few people looks "drifted" (measured: 5 of
+5 random splits of the training pool flagged), while the videos are the independent samples. One statistical test
+per column (Evidently's default for the sample size: K-S p-value), a column drifts below
+`drift.stattest_threshold`, and the batch is flagged when at least `drift.threshold` of the columns drift. Writes
+an HTML report and a JSON summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import DriftParams
+
+
+def _clips(folder: Path) -> pd.DataFrame:
+    table = Path(folder) / "clips.parquet"
+    if not table.exists():
+        raise FileNotFoundError(f"{table} is missing: run `clpau extract … --out {folder}` first")
+    clips = pd.read_parquet(table)
+    clips["shard_path"] = [str(Path(folder) / s) for s in clips["shard"]]
+    return clips
+
+
+def sample_frames(clips: pd.DataFrame, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(≤ n, S, S, 3) uint8 middle frames of randomly drawn clips, and their videos."""
+    rng = np.random.default_rng(seed)
+    pick = clips.iloc[np.sort(rng.choice(len(clips), min(n, len(clips)), replace=False))]
+    maps: dict[str, np.ndarray] = {}
+    out = []
+    for path, start, length in zip(pick["shard_path"], pick["start_row"], pick["n_frames"], strict=True):
+        if path not in maps:
+            maps[path] = np.load(path, mmap_mode="r")
+        out.append(np.asarray(maps[path][start + length // 2]))
+    return np.stack(out), pick["video"].to_numpy()
+
+
+def embedding_columns(ref_clips: pd.DataFrame, cur_clips: pd.DataFrame, p: DriftParams
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per video: the mean encoder embedding of its sampled frames, projected on the reference's principal
+    components."""
+    from .evaluate import encode
+    from .pretrain import load_encoder
+
+    net, meta = load_encoder(p.encoder, fold=0) if _per_fold(p.encoder) else load_encoder(p.encoder)
+    means = []
+    for clips, seed in ((ref_clips, p.seed), (cur_clips, p.seed + 1)):
+        frames, videos = sample_frames(clips, p.embedding_frames, seed)
+        emb = pd.DataFrame(encode(net, frames, meta["image_size"]))
+        means.append(emb.groupby(videos).mean())
+    ref, cur = means
+    mean = ref.to_numpy().mean(0)
+    _, _, vt = np.linalg.svd(ref.to_numpy() - mean, full_matrices=False)
+    basis = vt[: p.embedding_components].T
+    cols = [f"emb_pc{i}" for i in range(basis.shape[1])]
+    return (pd.DataFrame((ref.to_numpy() - mean) @ basis, columns=cols, index=ref.index),
+            pd.DataFrame((cur.to_numpy() - mean) @ basis, columns=cols, index=cur.index))
+
+
+def _per_fold(path: Path) -> bool:
+    import torch
+
+    return "fold_state_dicts" in torch.load(path, map_location="cpu", weights_only=True)
+
+
+def drift_tables(ref_clips: pd.DataFrame, cur_clips: pd.DataFrame, p: DriftParams
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reference and current tables: one row per video, its clips' mean QC features and embedding components."""
+    ref = ref_clips.groupby("video")[p.features].mean().astype(float)
+    cur = cur_clips.groupby("video")[p.features].mean().astype(float)
+    if p.embedding_components and Path(p.encoder).exists():
+        er, ec = embedding_columns(ref_clips, cur_clips, p)
+        ref, cur = ref.join(er), cur.join(ec)
+    return ref.reset_index(drop=True), cur.reset_index(drop=True)
+
+
+def detect_drift(ref: pd.DataFrame, cur: pd.DataFrame, p: DriftParams, html: Path | None = None) -> dict:
+    """Evidently's column tests + our decision; optional HTML report."""
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    report = Report([DataDriftPreset(drift_share=p.threshold, threshold=p.stattest_threshold)])
+    snapshot = report.run(cur, ref)
+    columns = {}
+    for m in snapshot.dict()["metrics"]:
+        cfg = m.get("config") or {}
+        if cfg.get("type", "").endswith("ValueDrift") or m["metric_name"].startswith("ValueDrift("):
+            col = cfg.get("column") or m["metric_name"].split("column=")[1].split(",")[0]
+            method = cfg.get("method") or m["metric_name"].split("method=")[1].split(",")[0]
+            threshold = float(cfg.get("threshold", p.stattest_threshold))
+            value = float(m["value"])
+            # p-value tests drift below the threshold, distance tests above it
+            drifted = value < threshold if "p_value" in method else value > threshold
+            columns[col] = {"method": method, "value": round(value, 6), "threshold": threshold, "drift": drifted}
+    if html is not None:
+        html.parent.mkdir(parents=True, exist_ok=True)
+        tmp = html.with_name(html.stem + ".tmp.html")
+        snapshot.save_html(str(tmp))
+        os.replace(tmp, html)
+    share = float(np.mean([c["drift"] for c in columns.values()])) if columns else 0.0
+    return {"drift": share >= p.threshold, "drifted_share": round(share, 4), "threshold": p.threshold,
+            "columns": columns, "drifted_columns": [k for k, c in columns.items() if c["drift"]],
+            "reference_rows": len(ref), "current_rows": len(cur)}
+
+
+def run_drift(reference: Path, current: Path, p: DriftParams, out_dir: Path) -> dict:
+    ref_clips, cur_clips = _clips(reference), _clips(current)
+    if cur_clips.empty:
+        raise ValueError(f"{current} has no face clip: nothing to compare (the quality gate fails it first)")
+    ref, cur = drift_tables(ref_clips, cur_clips, p)
+    out_dir = Path(out_dir)
+    summary = {"reference": str(reference), "current": str(current),
+               **detect_drift(ref, cur, p, out_dir / "drift.html")}
+    tmp = out_dir / "drift.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, out_dir / "drift.json")
+    return summary
