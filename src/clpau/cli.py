@@ -82,7 +82,7 @@ def _evaluate(args, params) -> int:
         p = p.model_copy(update={"encoder": args.encoder})
     m = run_evaluate(params.benchmark, p, params.pretrain.data, progress=not args.quiet)
     print(f"evaluate: {m['method']} on {m['dataset']}: mean F1 {m['f1_mean']:.3f} ± {m['f1_std']:.3f} over "
-          f"{len(m['f1_folds'])} folds (" + ", ".join(f"{v:.3f}" for v in m["f1_folds"]) + f"); identity "
+          f"{len(m['f1_folds'])} folds (" + ", ".join(f"{v:.3f}" for v in m["f1_folds"].values()) + f"); identity "
           f"accuracy {m['identity_acc']:.3f} (chance {m['identity_chance']:.3f}, leakage "
           f"{m['identity_leakage']:.3f}); label efficiency "
           + ", ".join(f"{float(k):.0%} {v['f1_mean']:.3f}" for k, v in m["label_efficiency"].items())

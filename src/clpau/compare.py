@@ -58,7 +58,7 @@ def to_markdown(rows: list[dict]) -> str:
         eff = m.get("label_efficiency", {})
         low = " / ".join(_f((eff.get(k) or {}).get("f1_mean")) for k in ("0.01", "0.1"))
         lines.append(f"| {r['method']} | {r['name']} | {_f(m['f1_mean'])} ± {_f(m.get('f1_std'))} | "
-                     + ", ".join(_f(v) for v in m.get("f1_folds", [])) + f" | {low} | {_f(m.get('identity_acc'))} "
+                     + ", ".join(_f(v) for v in (m.get("f1_folds") or {}).values()) + f" | {low} | {_f(m.get('identity_acc'))} "
                      f"({_f(m.get('identity_chance'))}) | {_f(m.get('identity_leakage'))} | {m.get('encoder_step')} |")
     out = ["# Method comparison (linear probe, subject-exclusive folds)", "", *lines, ""]
     if {"random", "supervised"} <= set(by):

@@ -51,9 +51,9 @@ def embedding_columns(ref_clips: pd.DataFrame, cur_clips: pd.DataFrame, p: Drift
     """Per video: the mean encoder embedding of its sampled frames, projected on the reference's principal
     components."""
     from .evaluate import encode
-    from .pretrain import load_encoder
+    from .pretrain import encoder_folds, load_encoder
 
-    net, meta = load_encoder(p.encoder, fold=0) if _per_fold(p.encoder) else load_encoder(p.encoder)
+    net, meta = load_encoder(p.encoder, fold=0 if encoder_folds(p.encoder) else None)
     means = []
     for clips, seed in ((ref_clips, p.seed), (cur_clips, p.seed + 1)):
         frames, videos = sample_frames(clips, p.embedding_frames, seed)
@@ -66,12 +66,6 @@ def embedding_columns(ref_clips: pd.DataFrame, cur_clips: pd.DataFrame, p: Drift
     cols = [f"emb_pc{i}" for i in range(basis.shape[1])]
     return (pd.DataFrame((ref.to_numpy() - mean) @ basis, columns=cols, index=ref.index),
             pd.DataFrame((cur.to_numpy() - mean) @ basis, columns=cols, index=cur.index))
-
-
-def _per_fold(path: Path) -> bool:
-    import torch
-
-    return "fold_state_dicts" in torch.load(path, map_location="cpu", weights_only=True)
 
 
 def drift_tables(ref_clips: pd.DataFrame, cur_clips: pd.DataFrame, p: DriftParams

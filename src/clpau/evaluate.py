@@ -152,13 +152,12 @@ def subsample(subjects: np.ndarray, mask: np.ndarray, fraction: float, seed: int
 
 def _features(encoder_path: Path, data: LabelledSet, p: EvaluateParams, n_folds: int) -> tuple[list, dict]:
     """One feature matrix per fold (the same one unless the encoder is per fold) and the encoder's metadata."""
-    from .pretrain import load_encoder
+    from .pretrain import encoder_folds, load_encoder
 
     if not encoder_path.exists():
         raise FileNotFoundError(f"{encoder_path} is missing: run `clpau pretrain` first")
     crops = data.crops()
-    per_fold = "fold_state_dicts" in torch.load(encoder_path, map_location="cpu", weights_only=True)
-    if not per_fold:
+    if not encoder_folds(encoder_path):
         net, meta = load_encoder(encoder_path)
         return [encode(net, crops, meta["image_size"], p.batch_size)] * n_folds, meta
     meta = load_encoder(encoder_path, fold=0)[1]
@@ -228,7 +227,8 @@ def run_evaluate(bench: BenchmarkParams, p: EvaluateParams, pretrain_data: list[
         "f1_mean": _r(np.mean(fold_means)),
         "f1_std": _r(np.std(fold_means)),
         "f1": {f"AU{a}": _r(v) for a, v in zip(aus, per_au, strict=True)},
-        "f1_folds": [_r(v) for v in fold_means],
+        # a mapping, not a list: DVC shows mappings as columns and drops lists from `dvc exp show`
+        "f1_folds": {f"fold{k}": _r(v) for k, v in enumerate(fold_means)},
         "identity_acc": _r(acc),
         "identity_chance": _r(chance),
         "identity_leakage": _r((acc - chance) / (1 - chance)),

@@ -94,7 +94,7 @@ def timeline_plot(path: Path, timestamps: np.ndarray, proba: np.ndarray, face: n
                    cmap="viridis", interpolation="nearest")
     ax.set_yticks(range(len(aus)), [f"AU{a:02d}" for a in aus])
     ax.set_title(title)
-    fig.colorbar(im, ax=ax, label="probability", fraction=0.03)
+    fig.colorbar(im, ax=[ax, ax_face], label="probability", fraction=0.03)
     ax_face.fill_between(t, 0, face.astype(float), step="mid", color="#2ca02c")
     ax_face.set_yticks([0, 1], ["no face", "face"])
     ax_face.set_xlabel("time (s)")

@@ -58,7 +58,7 @@ def run_predict(video: Path, encoder_path: Path, probe_path: Path, extract: Extr
         log(SYNTHETIC_WARNING)
     aus = [int(a) for a in probe["aus"]]
     # a short video still gets every frame analysed: clips are not needed here
-    extract = extract.model_copy(update={"clip_len": 2, "clip_stride": 1})
+    extract = extract.model_copy(update={"clip_len": 3, "clip_stride": 1})
     with tempfile.TemporaryDirectory(prefix="clpau-predict-") as work:
         summary = run_extract([video], Path(work), extract, workers=workers, progress=progress)
         row = summary.videos.iloc[0]

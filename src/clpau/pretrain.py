@@ -100,6 +100,11 @@ def save_encoder(path: Path, backbone: torch.nn.Module, p: PretrainParams, step:
     os.replace(tmp, path)
 
 
+def encoder_folds(path: Path | str) -> int:
+    """How many per-fold backbones `path` holds (`supervised`); 0 for one shared backbone."""
+    return len(torch.load(path, map_location="cpu", weights_only=True).get("fold_state_dicts") or [])
+
+
 def load_encoder(path: Path | str, fold: int | None = None) -> tuple[torch.nn.Module, dict]:
     """The backbone (for `supervised`, the one that never saw fold `fold`'s subjects) and its metadata."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
