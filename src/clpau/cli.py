@@ -80,7 +80,11 @@ def _evaluate(args, params) -> int:
     p = params.evaluate
     if args.encoder:
         p = p.model_copy(update={"encoder": args.encoder})
-    m = run_evaluate(params.benchmark, p, params.pretrain.data, progress=not args.quiet)
+    try:
+        m = run_evaluate(params.benchmark, p, params.pretrain.data, progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as err:  # a missing input, a leaking split, unreadable labels
+        print(f"clpau evaluate: error: {err}", file=sys.stderr)
+        return 2
     print(f"evaluate: {m['method']} on {m['dataset']}: mean F1 {m['f1_mean']:.3f} ± {m['f1_std']:.3f} over "
           f"{len(m['f1_folds'])} folds (" + ", ".join(f"{v:.3f}" for v in m["f1_folds"].values()) + f"); identity "
           f"accuracy {m['identity_acc']:.3f} (chance {m['identity_chance']:.3f}, leakage "
