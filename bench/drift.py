@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from clpau.config import load_params
-from clpau.drift import _clips, detect_drift, drift_tables
+from clpau.data import load_clips
+from clpau.drift import detect_drift, drift_tables
 
 
 def main() -> None:
@@ -25,7 +26,7 @@ def main() -> None:
     ap.add_argument("--batch-videos", type=int, default=12, help="videos in each simulated new batch")
     args = ap.parse_args()
     p = load_params().drift
-    pool = _clips(args.pool)
+    pool = load_clips([args.pool], span=1)
     videos = np.array(sorted(pool["video"].unique()))
     alarms, shares, t0 = 0, [], time.perf_counter()
     for i in range(args.splits):
@@ -41,7 +42,7 @@ def main() -> None:
           f"{args.batch_videos} per batch); drifted share median {np.median(shares):.2f}, max {max(shares):.2f}; "
           f"{(time.perf_counter() - t0) / args.splits:.1f} s per check")
     if args.shifted.exists():
-        ref, cur = drift_tables(pool, _clips(args.shifted), p)
+        ref, cur = drift_tables(pool, load_clips([args.shifted], span=1), p)
         r = detect_drift(ref, cur, p)
         print(f"{args.shifted} against the pool: drift {r['drift']} (share {r['drifted_share']:.2f}: "
               f"{r['drifted_columns']})")

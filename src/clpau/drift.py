@@ -24,15 +24,6 @@ import pandas as pd
 from .config import DriftParams
 
 
-def _clips(folder: Path) -> pd.DataFrame:
-    table = Path(folder) / "clips.parquet"
-    if not table.exists():
-        raise FileNotFoundError(f"{table} is missing: run `clpau extract … --out {folder}` first")
-    clips = pd.read_parquet(table)
-    clips["shard_path"] = [str(Path(folder) / s) for s in clips["shard"]]
-    return clips
-
-
 def sample_frames(clips: pd.DataFrame, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(≤ n, S, S, 3) uint8 middle frames of randomly drawn clips, and their videos."""
     rng = np.random.default_rng(seed)
@@ -109,9 +100,13 @@ def detect_drift(ref: pd.DataFrame, cur: pd.DataFrame, p: DriftParams, html: Pat
 
 
 def run_drift(reference: Path, current: Path, p: DriftParams, out_dir: Path) -> dict:
-    ref_clips, cur_clips = _clips(reference), _clips(current)
-    if cur_clips.empty:
-        raise ValueError(f"{current} has no face clip: nothing to compare (the quality gate fails it first)")
+    from .data import load_clips
+
+    ref_clips = load_clips([reference], span=1)
+    try:
+        cur_clips = load_clips([current], span=1)
+    except ValueError:
+        raise ValueError(f"{current} has no face clip: nothing to compare (the quality gate fails it first)") from None
     ref, cur = drift_tables(ref_clips, cur_clips, p)
     out_dir = Path(out_dir)
     summary = {"reference": str(reference), "current": str(current),
