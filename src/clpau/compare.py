@@ -4,9 +4,10 @@ efficiency, per-AU F1), read from `dvc exp show --json`; written as markdown (`r
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
+
+from .fileio import write_text
 
 ORDER = ["random", "simclr", "moco", "tcl", "cir", "clp", "supervised"]
 
@@ -80,8 +81,5 @@ def run_compare(out: Path, dvc: str = "dvc") -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"`dvc exp show --json` failed: {proc.stderr.strip()[-500:]}")
     text = to_markdown(latest_per_method(collect(json.loads(proc.stdout))))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
+    write_text(out, text)
     return text

@@ -14,14 +14,13 @@ an HTML report and a JSON summary.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .config import DriftParams
+from .fileio import atomic_path, write_json
 
 
 def sample_frames(clips: pd.DataFrame, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,10 +88,8 @@ def detect_drift(ref: pd.DataFrame, cur: pd.DataFrame, p: DriftParams, html: Pat
             drifted = value < threshold if "p_value" in method else value > threshold
             columns[col] = {"method": method, "value": round(value, 6), "threshold": threshold, "drift": drifted}
     if html is not None:
-        html.parent.mkdir(parents=True, exist_ok=True)
-        tmp = html.with_name(html.stem + ".tmp.html")
-        snapshot.save_html(str(tmp))
-        os.replace(tmp, html)
+        with atomic_path(html) as tmp:
+            snapshot.save_html(str(tmp))
     share = float(np.mean([c["drift"] for c in columns.values()])) if columns else 0.0
     return {"drift": share >= p.threshold, "drifted_share": round(share, 4), "threshold": p.threshold,
             "columns": columns, "drifted_columns": [k for k, c in columns.items() if c["drift"]],
@@ -111,7 +108,5 @@ def run_drift(reference: Path, current: Path, p: DriftParams, out_dir: Path) -> 
     out_dir = Path(out_dir)
     summary = {"reference": str(reference), "current": str(current),
                **detect_drift(ref, cur, p, out_dir / "drift.html")}
-    tmp = out_dir / "drift.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out_dir / "drift.json")
+    write_json(out_dir / "drift.json", summary, sort_keys=False)
     return summary

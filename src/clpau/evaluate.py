@@ -21,9 +21,7 @@ Protocol
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import warnings
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import torch
 from .benchmarks import LabelledSet, check_pretraining_disjoint, load_labelled, read_folds, split
 from .config import BenchmarkParams, EvaluateParams
 from .data import augment_view
+from .fileio import atomic_path, write_json, write_text
 from .labels import UNKNOWN
 
 
@@ -244,7 +243,7 @@ def run_evaluate(bench: BenchmarkParams, p: EvaluateParams, pretrain_data: list[
     label_efficiency_plot(p.plots_dir / "label_efficiency.png", efficiency, meta["method"])
     embedding_plot(p.plots_dir / "embedding.png", feats[0], data, p.embedding_frames, meta["method"])
     _save_final_probe(p, data, feats, meta, bench)
-    _write_json(p.metrics, metrics)
+    write_json(p.metrics, metrics, sort_keys=False)  # AUs in the dataset's order
     return metrics
 
 
@@ -271,24 +270,13 @@ def _write_tables(folder: Path, aus: list[int], full: np.ndarray, efficiency: di
     for j, a in enumerate(aus):
         col = full[:, j]
         lines.append(f"AU{a},{_fmt(nanmean(col))},{_fmt(nanstd(col))}," + ",".join(_fmt(v) for v in col))
-    _write_text(folder / "per_au.csv", "\n".join(lines) + "\n")
+    write_text(folder / "per_au.csv", "\n".join(lines) + "\n")
     rows = ["fraction,f1_mean,f1_std"] + [f"{k},{v['f1_mean']},{v['f1_std']}" for k, v in efficiency.items()]
-    _write_text(folder / "label_efficiency.csv", "\n".join(rows) + "\n")
+    write_text(folder / "label_efficiency.csv", "\n".join(rows) + "\n")
 
 
 def _fmt(v: float) -> str:
     return "" if math.isnan(v) else f"{v:.4f}"
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _save_final_probe(p: EvaluateParams, data: LabelledSet, feats: list, meta: dict, bench: BenchmarkParams) -> None:
@@ -298,7 +286,5 @@ def _save_final_probe(p: EvaluateParams, data: LabelledSet, feats: list, meta: d
     blob = {**probe, "aus": torch.tensor(data.aus), "threshold": p.threshold, "dataset": bench.dataset,
             "method": meta["method"], "encoder_fold": 0 if meta["folds"] else -1,
             "image_size": int(meta["image_size"]), "frames": len(data)}
-    p.probe_out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.probe_out.with_name(p.probe_out.name + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, p.probe_out)
+    with atomic_path(p.probe_out) as tmp:
+        torch.save(blob, tmp)

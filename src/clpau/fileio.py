@@ -58,9 +58,13 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_json(path: Path | str, obj: Any) -> None:
+def write_json(path: Path | str, obj: Any, sort_keys: bool = True) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, default=str) + "\n")
+
+
+def write_text(path: Path | str, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.write_text(text)
 
 
 def write_parquet(path: Path | str, df) -> None:  # df: pandas.DataFrame

@@ -15,7 +15,6 @@ Layout (params.yaml: flows):
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import pandas as pd
 
 from .config import Params
 from .extract import VIDEO_EXTENSIONS, run_extract
+from .fileio import write_parquet
 
 
 def stage_batch(inbox: Path, batches: Path, name: str | None = None) -> tuple[str, list[Path]]:
@@ -66,10 +66,7 @@ def merge_extracts(parts: list[Path], out: Path) -> Path:
             if src.exists() and not (out / "frames" / key).exists():
                 shutil.move(str(src), out / "frames" / key)
     for name, frames in (("videos.parquet", videos), ("clips.parquet", clips)):
-        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        tmp = out / (name + ".tmp")
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, out / name)
+        write_parquet(out / name, pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
     return out
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from .fileio import atomic_path
 
 
 def _figure(*args, **kw):
@@ -18,11 +19,9 @@ def _figure(*args, **kw):
 
 
 def _save(plt, fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def per_au_plot(path: Path, aus: list[int], per_fold: np.ndarray, metrics: dict) -> None:

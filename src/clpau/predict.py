@@ -11,7 +11,6 @@ probe's threshold), `AU01_p` … (probability).
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pandas as pd
 import torch
 
 from .config import ExtractParams
+from .fileio import atomic_path
 
 
 class PredictError(RuntimeError):
@@ -88,10 +88,8 @@ def run_predict(video: Path, encoder_path: Path, probe_path: Path, extract: Extr
         table.loc[~face, f"AU{au:02d}_c"] = pd.NA
     for j, au in enumerate(aus):
         table[f"AU{au:02d}_p"] = np.round(proba[:, j], 4)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_name(out_csv.name + ".tmp")
-    table.to_csv(tmp, index=False, na_rep="")
-    os.replace(tmp, out_csv)
+    with atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False, na_rep="")
     if plot is not None:
         from .plots import timeline_plot
 

@@ -26,6 +26,7 @@ from .backbone import build_backbone
 from .clp import CLP, Projector
 from .config import BenchmarkParams, PretrainParams
 from .data import ClipDataset
+from .fileio import atomic_path
 from .simclr import nt_xent
 
 FRAME_METHODS = {"simclr", "moco"}
@@ -89,15 +90,13 @@ def save_encoder(path: Path, backbone: torch.nn.Module, p: PretrainParams, step:
                  fold_state_dicts: list[dict] | None = None) -> None:
     """The downstream artefact: backbone weights + what is needed to rebuild it; plain tensors and strings.
     `supervised` also stores one backbone per fold (trained without that fold's subjects)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
     blob = {"state_dict": state, "backbone": p.backbone, "method": p.method, "image_size": p.image_size,
             "feat_dim": backbone.out_dim, "step": step}
     if fold_state_dicts is not None:
         blob["fold_state_dicts"] = fold_state_dicts
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
 
 
 def encoder_folds(path: Path | str) -> int:

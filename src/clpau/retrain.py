@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from .fileio import atomic_dir
+
 PROMOTED = Path("models/promoted")
 ARTEFACTS = ("models/encoder.pt", "models/probe.pt", "metrics/evaluate.json")
 
@@ -71,19 +73,11 @@ def promote_if_better(workspace: Path, tolerance: float = 0.005) -> dict:
         return {"promoted": False, "new": new, "old": old,
                 "reason": f"mean F1 {new['f1_mean']:.3f} is below the promoted model's {old['f1_mean']:.3f}: "
                           f"kept the promoted model"}
-    tmp = ws / (str(PROMOTED) + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for a in ARTEFACTS:
-        shutil.copy2(ws / a, tmp / Path(a).name)
-    (tmp / "promoted.json").write_text(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                   "f1_mean": new["f1_mean"], "method": new["method"]}) + "\n")
-    old_dir = ws / (str(PROMOTED) + ".old")
-    shutil.rmtree(old_dir, ignore_errors=True)
-    if (ws / PROMOTED).exists():
-        os.replace(ws / PROMOTED, old_dir)
-    os.replace(tmp, ws / PROMOTED)
-    shutil.rmtree(old_dir, ignore_errors=True)
+    with atomic_dir(ws / PROMOTED) as tmp:
+        for a in ARTEFACTS:
+            shutil.copy2(ws / a, tmp / Path(a).name)
+        (tmp / "promoted.json").write_text(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                       "f1_mean": new["f1_mean"], "method": new["method"]}) + "\n")
     reason = ("first promoted model" if old is None else
               f"mean F1 {new['f1_mean']:.3f} vs {old['f1_mean']:.3f} promoted before: promoted")
     return {"promoted": True, "new": new, "old": old, "reason": reason}

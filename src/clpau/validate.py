@@ -11,15 +11,14 @@ Writes a JSON summary (`success`, one reason per failed expectation) and GX data
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from .config import ValidateParams
+from .fileio import write_json
 
 SUCCESS_STATUSES = ["ok", "multiple_faces", "truncated"]
 
@@ -120,7 +119,5 @@ def run_validate(clips_dir: Path, p: ValidateParams, out_dir: Path, name: str | 
     summary = {"data": str(clips_dir), "success": not failed, "checked": checked, "failed": failed,
                "videos": int(len(tables["videos"])), "clips": int(len(tables["clips"])),
                "docs": str(docs) if docs else None}
-    tmp = out_dir / "validation.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out_dir / "validation.json")
+    write_json(out_dir / "validation.json", summary, sort_keys=False)
     return summary
