@@ -62,10 +62,12 @@ def main() -> None:
                     "ids": torch.arange(b), "other": torch.randn(b, 3, s, s)}
     frames = lambda: {"q": torch.randn(images, 1, 3, s, s), "k": torch.randn(images, 1, 3, s, s),  # noqa: E731
                       "ids": torch.arange(images), "other": None}
-    for method, make in (("clp", clip), ("tcl", clip), ("cir", clip), ("simclr", frames), ("moco", frames)):
-        model = build_model(p.model_copy(update={"method": method})).train()
-        rates[method] = step_rate(model, make, lambda m, x: m(x["q"], x["k"], x["ids"], x["other"]),
-                                  args.steps, images, args.device)
+    for name, make in (("clp", clip), ("clp/4", clip), ("tcl", clip), ("cir", clip), ("simclr", frames),
+                       ("moco", frames)):
+        method, _, every = name.partition("/")  # clp/4: cross-identity reconstruction on every 4th step
+        model = build_model(p.model_copy(update={"method": method, "cir_every": int(every or 1)})).train()
+        rates[name] = step_rate(model, make, lambda m, x: m(x["q"], x["k"], x["ids"], x["other"]),
+                                args.steps, images, args.device)
     n_aus = len(load_params().benchmark.au_list)
     sup = Supervised(build_backbone(p.backbone), n_aus).train()
     rates["supervised"] = step_rate(sup, lambda: {"x": torch.randn(images, 3, s, s),

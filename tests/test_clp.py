@@ -87,10 +87,18 @@ def test_swap_and_cycle_vanish_for_a_perfect_encoder_decoder_pair():
 
     x = image(au, ident)
     u_a, u_b = encode_id(x.clone()), encode_id(image(au * 0, ident_b))
-    out = cir_losses(encode_au, image, x, encode_au(x), u_a, u_b)
+    out = cir_losses(encode_au, image, x, encode_au(x), u_a, u_b, encode_id)
     assert out["self"].item() == pytest.approx(0, abs=1e-6)
     assert out["swap"].item() == pytest.approx(0, abs=1e-6)
     assert out["cycle"].item() == pytest.approx(0, abs=1e-6)
+    assert out["id"].item() == pytest.approx(0, abs=1e-6)
+
+    def lazy_decode(a, u):  # ignores u: reconstructs A perfectly, so self, swap and cycle are all blind to it
+        return image(a, ident)
+
+    lazy = cir_losses(encode_au, lazy_decode, x, encode_au(x), u_a, u_b, encode_id)
+    assert lazy["self"].item() == pytest.approx(0, abs=1e-6) and lazy["swap"].item() == pytest.approx(0, abs=1e-6)
+    assert lazy["id"] > 0.1  # only L_id sees that ỹ is not person B
 
     def leaky_decode(a, u):  # a decoder that lets identity leak into the AU part breaks swap and cycle
         return image(a + 0.5 * u, u)
@@ -111,3 +119,19 @@ def test_clp_forward_backward_and_queue():
     assert set(net.queue_ids[:8].tolist()) == {0, 1}
     net(x, x, torch.tensor([2, 3]), torch.randn(2, 3, 64, 64))
     assert int(net.queue_ptr) == 4 and out["logits"].shape == (8, 4)  # 16 keys through a 12-slot ring
+
+
+def test_cir_every_skips_cir_but_keeps_every_parameter_in_the_graph():
+    torch.manual_seed(0)
+    net = CLP(resnet_small(), 256, dim=16, queue_size=12, id_dim=8, decoder_size=16, cir_every=2,
+              lambdas=(1, .5, .5, .5))
+    x = torch.randn(2, 4, 3, 64, 64)
+    other = torch.randn(2, 3, 64, 64)
+    first = net(x, x, torch.tensor([0, 1]), other)
+    second = net(x, x, torch.tensor([2, 3]), other)
+    assert "self" in first and "id" in first and "self" not in second
+    second["loss"].backward()
+    # DDP without find_unused_parameters needs a gradient (here zero) for the CIR networks on a skipped step
+    grads = [p.grad for p in net.decoder.parameters()]
+    assert all(g is not None and g.abs().sum() == 0 for g in grads)
+    assert "self" in net(x, x, torch.tensor([4, 5]), other)

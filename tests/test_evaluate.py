@@ -86,9 +86,15 @@ def test_evaluate_stage_writes_metrics_plots_and_probe(method, synth_clips, tmp_
     pre = PretrainParams(data=[synth_clips], method=method, out_dir=tmp_path / "models", live_dir=tmp_path / "live",
                          max_steps=2, batch_clips=4, clip_len=4, num_workers=0)
     run_pretrain(pre, progress=False, log=lambda *_: None, bench=_bench(synth_clips))
-    p = _eval_params(tmp_path, tmp_path / "models" / "encoder.pt")
+    p = _eval_params(tmp_path, tmp_path / "models" / "encoder.pt").model_copy(
+        update={"finetune_steps": 3, "finetune_batch": 16})
+    encoder_bytes = p.encoder.read_bytes()
     m = run_evaluate(_bench(synth_clips), p, [synth_clips], progress=False, log=lambda *_: None)
     saved = json.loads(p.metrics.read_text())
+    tuned = m["finetune"]  # the fine-tune protocol: per fold, whole network + head; the encoder file is untouched
+    assert tuned["steps"] == 3 and list(tuned["f1_folds"]) == ["fold0", "fold1", "fold2"]
+    assert all(0 <= v <= 1 for v in tuned["f1_folds"].values()) and len(tuned["f1"]) == 12
+    assert p.encoder.read_bytes() == encoder_bytes
     assert saved == m and m["method"] == method and m["subjects"] == 24
     assert set(m) >= {"f1_mean", "f1_std", "f1", "f1_folds", "identity_acc", "identity_leakage", "label_efficiency"}
     assert list(m["f1_folds"]) == ["fold0", "fold1", "fold2"] and list(m["f1"]) == [f"AU{a}" for a in (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)]
@@ -133,3 +139,18 @@ def test_disfa_layout_joins_the_same_frames_as_the_csv_layout(synth_clips, tmp_p
     assert len(a) == len(d) > 300
     np.testing.assert_array_equal(a.labels, d.labels)
     np.testing.assert_array_equal(a.frame, d.frame)
+
+
+def test_compare_table_has_gap_closed_and_a_fine_tune_section_only_when_measured():
+    from clpau.compare import to_markdown
+
+    def row(method, f1, finetune=None):
+        m = {"f1_mean": f1, "f1_std": 0.01, "f1": {"AU1": f1}, "identity_acc": 1.0, "identity_chance": 0.125}
+        if finetune is not None:
+            m["finetune"] = {"f1_mean": finetune, "f1_std": 0.02, "steps": 300}
+        return {"method": method, "name": f"cmp-{method}", "metrics": m, "experiment": True}
+
+    text = to_markdown([row("random", 0.3), row("clp", 0.5), row("supervised", 0.7)])
+    assert "- clp: 50 %" in text and "Fine-tune" not in text
+    text = to_markdown([row("random", 0.3), row("clp", 0.5, finetune=0.62)])
+    assert "| clp | 0.620 ± 0.020 | 0.500 | 300 |" in text

@@ -34,9 +34,13 @@ u_B = e(y) from a frame y of another identity B:
     ỹ = D(a_t, u_B)                             "B making A's facial action"
     L_swap = 1 − cos(g(f(ỹ)), sg(a_t))          the same action in another person -> the same AU code
     L_cyc  = |D(g(f(ỹ)), u_A) − x_t|_1          and back to A
-    L = L_TCL + λ_self L_self + λ_swap L_swap + λ_cyc L_cyc
+    L_id   = 1 − cos(e*(ỹ), sg(u_B))            and ỹ must really be B (e* = e with its weights held fixed)
+    L = L_TCL + λ_self L_self + λ_swap L_swap + λ_cyc L_cyc + λ_id L_id
 
-(sg = stop-gradient; images compared at the decoder's resolution). `tcl` and `cir` ablations switch one half off.
+(sg = stop-gradient; images compared at the decoder's resolution). Without L_id the decoder may ignore u and let
+ỹ ≈ x_t, and then L_swap and L_cyc hold for any encoder (measured: swap 0.04 while self ≈ cycle ≈ 0.41); with it,
+a(ỹ) = a_t asks the AU code of *another person* making the action to be the same. CIR runs every `cir_every`-th
+step (its decoder and re-encoding cost ~1.5x a TCL step). `tcl` and `cir` ablations switch one half off.
 """
 
 from __future__ import annotations
@@ -90,10 +94,11 @@ def tcl_loss(q: torch.Tensor, k: torch.Tensor, clip_ids: torch.Tensor, queue: to
 
 
 def cir_losses(encode_au: Callable, decode: Callable, x: torch.Tensor, a: torch.Tensor, u_a: torch.Tensor,
-               u_b: torch.Tensor) -> dict:
+               u_b: torch.Tensor, encode_id: Callable | None = None) -> dict:
     """Cross-identity reconstruction terms (module docstring) for frames x (N, 3, H, W) with AU codes a (N, c),
     the identity code u_a = e(another frame of the same clip) and u_b = e(a frame of another person), (N, c_id).
-    `encode_au` maps images to AU codes (g∘f), `decode` (a, u) to images."""
+    `encode_au` maps images to AU codes (g∘f), `decode` (a, u) to images, `encode_id` images to identity codes with
+    e's weights held fixed (no L_id when None)."""
     recon = decode(a, u_a)
     target = F.interpolate(x, size=recon.shape[-2:], mode="area") if recon.shape[-2:] != x.shape[-2:] else x
     self_rec = (recon - target).abs().mean()
@@ -101,7 +106,10 @@ def cir_losses(encode_au: Callable, decode: Callable, x: torch.Tensor, a: torch.
     a_swapped = encode_au(_to_input(swapped, x))
     swap = (1 - F.cosine_similarity(a_swapped, a.detach(), dim=1)).mean()
     cycle = (decode(a_swapped, u_a) - target).abs().mean()
-    return {"self": self_rec, "swap": swap, "cycle": cycle}
+    out = {"self": self_rec, "swap": swap, "cycle": cycle}
+    if encode_id is not None:
+        out["id"] = (1 - F.cosine_similarity(encode_id(swapped), u_b.detach(), dim=1)).mean()
+    return out
 
 
 def _to_input(img: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -152,13 +160,14 @@ class CLP(nn.Module):
     """The whole method: encoders, momentum copies, queue, CIR networks; `forward` returns the loss terms.
 
     Defaults (our choice; the paper's are unknown): d=128, K=4096, m=0.99, τ=0.1, m_max=0.3, Δ_scale=4,
-    δ_rank=0.05, w_rank=0.5, λ_self=1, λ_swap=0.5, λ_cyc=0.5, decoder at 32 px, CIR on 2 frames per clip.
+    δ_rank=0.05, w_rank=0.5, λ_self=1, λ_swap=0.5, λ_cyc=0.5, λ_id=0 (no gain measured), decoder at 32 px, CIR on 2 frames per
+    clip, every step.
     """
 
     def __init__(self, backbone: nn.Module, feat_dim: int, *, dim: int = 128, queue_size: int = 4096,
                  momentum: float = 0.99, use_tcl: bool = True, use_cir: bool = True, id_dim: int = 64,
-                 decoder_size: int = 32, tcl: dict | None = None, lambdas: tuple[float, float, float] = (1, .5, .5),
-                 cir_frames: int = 2,
+                 decoder_size: int = 32, tcl: dict | None = None, lambdas: tuple[float, ...] = (1, .5, .5, 0),
+                 cir_frames: int = 2, cir_every: int = 1,
                  gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
         self.encoder = backbone
@@ -166,6 +175,7 @@ class CLP(nn.Module):
         self.key_encoder = copy.deepcopy(backbone).requires_grad_(False)
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.momentum, self.use_tcl, self.use_cir, self.cir_frames = momentum, use_tcl, use_cir, cir_frames
+        self.cir_every = cir_every
         self.tcl_args = tcl or {}
         self.lambdas = lambdas
         self.gather = gather or (lambda t: t)  # all_gather across ranks under DDP
@@ -176,9 +186,23 @@ class CLP(nn.Module):
         self.register_buffer("queue_ids", torch.full((queue_size,), -1, dtype=torch.long))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("queue_fill", torch.zeros((), dtype=torch.long))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # forward calls, for `cir_every`
 
     def au_code(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.encoder(x))
+
+    def frozen_identity(self, x: torch.Tensor) -> torch.Tensor:
+        """e(x) with e's weights (and batch statistics) held fixed: L_id trains the decoder, not e — an identity
+        encoder free to change could satisfy it by mapping everything to one code."""
+        e = self.identity_encoder
+        params = {k: v.detach() for k, v in e.named_parameters()}
+        buffers = dict(e.named_buffers())
+        was_training = e.training
+        e.eval()
+        try:
+            return torch.func.functional_call(e, {**params, **buffers}, (x,))
+        finally:
+            e.train(was_training)
 
     @torch.no_grad()
     def _momentum_update(self) -> None:
@@ -219,7 +243,14 @@ class CLP(nn.Module):
             out.update(tcl=terms["loss"], nce=terms["nce"], rank=terms["rank"], logits=terms["logits"],
                        labels=terms["labels"])
             total = total + terms["loss"]
-        if self.use_cir:
+        cir_now = self.use_cir and int(self.steps) % self.cir_every == 0
+        self.steps += 1
+        if self.use_cir and not cir_now:
+            # a step without CIR: its networks take part with zero weight, so DDP (which expects a gradient for
+            # every parameter) needs no find_unused_parameters
+            idle = sum(p.sum() for m in (self.identity_encoder, self.decoder) for p in m.parameters())
+            total = total + 0.0 * idle
+        if cir_now:
             if other_identity is None:
                 raise ValueError("CIR needs a frame of another identity per clip (other_identity)")
             # CIR on `cir_frames` frames per clip: each frame already gives the full signal, and re-encoding every
@@ -232,10 +263,11 @@ class CLP(nn.Module):
             # first picked one, and one per other person: B identity-encoder passes each, not B·n
             u_a = self.identity_encoder(view_q[:, (int(pick[0]) + t // 2) % t]).repeat_interleave(n, 0)
             u_b = self.identity_encoder(other_identity).repeat_interleave(n, 0)
-            terms = cir_losses(self.au_code, self.decoder, x, a_sel, u_a, u_b)
+            ls, lw, lc, li = (tuple(self.lambdas) + (0.0,))[:4]
+            terms = cir_losses(self.au_code, self.decoder, x, a_sel, u_a, u_b,
+                               self.frozen_identity if li > 0 else None)
             out.update(terms)
-            ls, lw, lc = self.lambdas
-            total = total + ls * terms["self"] + lw * terms["swap"] + lc * terms["cycle"]
+            total = total + ls * terms["self"] + lw * terms["swap"] + lc * terms["cycle"] + li * terms.get("id", 0.0)
         out["loss"] = total
         out["queue_fill"] = self.queue_fill.float() / len(self.queue)
         return out

@@ -69,6 +69,15 @@ def to_markdown(rows: list[dict]) -> str:
             share = (by[method]["f1_mean"] - lo) / (hi - lo) if hi != lo else float("nan")
             out.append(f"- {method}: {100 * share:.0f} %")
         out.append("")
+    tuned = [r for r in rows if (r["metrics"].get("finetune") or {}).get("f1_mean") is not None]
+    if tuned:
+        out += ["## Fine-tune protocol (whole network + linear head, per fold)", "",
+                "| method | mean F1 ± std | linear probe | steps |", "|---|---|---|---|"]
+        for r in tuned:
+            ft = r["metrics"]["finetune"]
+            out.append(f"| {r['method']} | {_f(ft['f1_mean'])} ± {_f(ft.get('f1_std'))} | "
+                       f"{_f(r['metrics']['f1_mean'])} | {ft.get('steps')} |")
+        out.append("")
     aus = list(dict.fromkeys(a for r in rows for a in r["metrics"].get("f1", {})))
     out += ["## F1 per AU", "", "| method | " + " | ".join(aus) + " |", "|---|" + "---|" * len(aus)]
     for r in rows:

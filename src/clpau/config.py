@@ -154,8 +154,10 @@ class PretrainParams(_Section):
     lambda_self: float = Field(1.0, ge=0)
     lambda_swap: float = Field(0.5, ge=0)
     lambda_cycle: float = Field(0.5, ge=0)
+    lambda_id: float = Field(0.0, ge=0, description="weight of L_id: the swapped image must carry the other identity")
     decoder_size: int = Field(32, ge=8)
     cir_frames: int = Field(2, ge=1, description="frames per clip that cross-identity reconstruction uses")
+    cir_every: int = Field(1, ge=1, description="cross-identity reconstruction on every n-th step only (speed)")
     simclr_tau: float = Field(0.2, gt=0)
 
 
@@ -169,6 +171,10 @@ class EvaluateParams(_Section):
     threshold: float = Field(0.5, gt=0, lt=1, description="probability above which an AU counts as present")
     batch_size: int = Field(512, ge=1)
     embedding_frames: int = Field(1500, ge=100, description="frames in the 2-D embedding picture")
+    finetune_steps: int = Field(0, ge=0, description="fine-tune protocol (whole network + linear head) per fold; "
+                                                     "0 = linear probe only")
+    finetune_lr: float = Field(1e-3, gt=0)
+    finetune_batch: int = Field(128, ge=2)
     metrics: Path = Path("metrics/evaluate.json")
     plots_dir: Path = Path("metrics/evaluate")
     probe_out: Path = Path("models/probe.pt")

@@ -166,6 +166,49 @@ def _features(encoder_path: Path, data: LabelledSet, p: EvaluateParams, n_folds:
             for k in range(n_folds)], meta
 
 
+def finetune_fold(encoder_path: Path, data: LabelledSet, train: np.ndarray, test: np.ndarray, fold: int,
+                  p: EvaluateParams, progress: bool = False) -> np.ndarray:
+    """The fine-tune protocol for one fold: the pretrained backbone (for `supervised`, the one that never saw this
+    fold) + a linear head, all trained on the training subjects' frames (AdamW, cosine lr, class-balanced BCE, the
+    pretraining augmentations), then per-AU F1 on the test subjects. Returns (A,) F1."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from .data import LabelledFrames
+    from .pretrain import Supervised, encoder_folds, load_encoder
+
+    torch.manual_seed(fold)
+    net, meta = load_encoder(encoder_path, fold=fold if encoder_folds(encoder_path) else None)
+    y = data.labels[train]
+    pos, neg = ((y == 1).sum(0), (y == 0).sum(0))
+    model = Supervised(net.train(), len(data.aus), torch.tensor(np.clip(neg / np.maximum(pos, 1), 1, 50),
+                                                                dtype=torch.float32))
+    frames = LabelledFrames(data.subset(train), size=meta["image_size"], seed=fold)
+    loader = DataLoader(frames, batch_size=min(p.finetune_batch, len(frames)), shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(fold))
+    opt = torch.optim.AdamW(model.parameters(), lr=p.finetune_lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, p.finetune_lr, total_steps=p.finetune_steps, pct_start=0.1)
+    model = model.to(memory_format=torch.channels_last)
+    bar = tqdm(total=p.finetune_steps, desc=f"fine-tune fold {fold}", unit="step", disable=not progress)
+    step = 0
+    while step < p.finetune_steps:
+        for batch in loader:
+            if step == p.finetune_steps:
+                break
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(batch["image"], batch["labels"])["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            bar.update(1)
+    bar.close()
+    head = torch.nn.Sequential(model.encoder, model.head)
+    logits = encode(head, data.subset(test).crops(), meta["image_size"], p.batch_size)
+    return f1_per_au(data.labels[test], (1 / (1 + np.exp(-logits)) >= p.threshold).astype(np.int8))
+
+
 def pretraining_identities(roots: list[Path]) -> set[str]:
     import pandas as pd
 
@@ -235,6 +278,14 @@ def run_evaluate(bench: BenchmarkParams, p: EvaluateParams, pretrain_data: list[
         "frames": len(data),
         "subjects": int(len(set(data.subject))),
     }
+    if p.finetune_steps:
+        tuned = np.array([finetune_fold(p.encoder, data, *split(data.subject, folds, k), k, p, progress)
+                          for k in range(len(folds))])
+        tuned_folds = nanmean(tuned, axis=1)
+        metrics["finetune"] = {"f1_mean": _r(np.mean(tuned_folds)), "f1_std": _r(np.std(tuned_folds)),
+                               "steps": p.finetune_steps,
+                               "f1_folds": {f"fold{k}": _r(v) for k, v in enumerate(tuned_folds)},
+                               "f1": {f"AU{a}": _r(v) for a, v in zip(aus, nanmean(tuned, axis=0), strict=True)}}
     p.plots_dir.mkdir(parents=True, exist_ok=True)
     _write_tables(p.plots_dir, aus, full, efficiency)
     from .plots import embedding_plot, label_efficiency_plot, per_au_plot

@@ -53,8 +53,8 @@ def build_model(p: PretrainParams, gather=None) -> torch.nn.Module:
            "rank_weight": p.rank_weight}
     return CLP(backbone, feat, dim=p.dim, queue_size=p.queue_size, momentum=p.momentum,
                use_tcl=p.method in {"clp", "tcl", "moco"}, use_cir=p.method in {"clp", "cir"},
-               decoder_size=p.decoder_size, cir_frames=p.cir_frames, tcl=tcl, lambdas=(p.lambda_self, p.lambda_swap, p.lambda_cycle),
-               gather=gather)
+               decoder_size=p.decoder_size, cir_frames=p.cir_frames, cir_every=p.cir_every, tcl=tcl,
+               lambdas=(p.lambda_self, p.lambda_swap, p.lambda_cycle, p.lambda_id), gather=gather)
 
 
 TRAINING_CODE = ("pretrain.py", "clp.py", "simclr.py", "data.py", "backbone.py")
@@ -121,15 +121,20 @@ class Supervised(torch.nn.Module):
     """The upper bound: the backbone trained on the labelled training folds with a multi-label linear head;
     unknown labels (-1) are masked out of the loss."""
 
-    def __init__(self, backbone: torch.nn.Module, n_aus: int):
+    def __init__(self, backbone: torch.nn.Module, n_aus: int, pos_weight: torch.Tensor | None = None):
         super().__init__()
         self.encoder, self.head = backbone, torch.nn.Linear(backbone.out_dim, n_aus)
+        self.register_buffer("pos_weight", pos_weight if pos_weight is not None else torch.ones(n_aus))
 
     def forward(self, image: torch.Tensor, labels: torch.Tensor) -> dict:
         logits = self.head(self.encoder(image)).float()
         known = labels >= 0
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[known], labels[known])
-        return {"loss": loss}
+        weight = self.pos_weight.expand_as(labels)[known]
+        target = labels[known]
+        # pos_weight > 1 on rare AUs: class balancing, as the linear probe does (F1 of the positive class)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[known], target,
+                                                                    weight=torch.where(target > 0, weight, 1.0))
+        return {"loss": loss, "logits": logits}
 
 
 def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Path, desc: str,
@@ -189,7 +194,7 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
                 live.log_metric("img_per_s", images_per_step * (step - n_last) / max(now - t_last, 1e-9))
                 t_last, n_last = now, step
                 live.log_metric("lr", lr_at(step - 1, p))
-                for k in ("loss", "nce", "rank", "self", "swap", "cycle", "queue_fill"):
+                for k in ("loss", "nce", "rank", "self", "swap", "cycle", "id", "queue_fill"):
                     if k in out:
                         live.log_metric(f"train/{k}", float(out[k].detach()))
                 live.step = step_offset + step
