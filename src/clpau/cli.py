@@ -90,6 +90,8 @@ def _evaluate(args, params) -> int:
           f"accuracy {m['identity_acc']:.3f} (chance {m['identity_chance']:.3f}, leakage "
           f"{m['identity_leakage']:.3f}); label efficiency "
           + ", ".join(f"{float(k):.0%} {v['f1_mean']:.3f}" for k, v in m["label_efficiency"].items())
+          + (f"; fine-tuned ({m['finetune']['steps']} steps) {m['finetune']['f1_mean']:.3f} ± "
+             f"{m['finetune']['f1_std']:.3f}" if "finetune" in m else "")
           + f"; written to {p.metrics} and {p.plots_dir}/")
     return 0
 
