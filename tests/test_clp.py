@@ -60,6 +60,19 @@ def test_queue_keys_of_the_anchors_own_clip_are_excluded():
     assert other["nce"] > base + 0.5
 
 
+def test_same_person_negatives_keep_only_the_anchors_own_persons_queue_keys():
+    q = _unit([1, 0, 0], [0, 1, 0])[None]
+    base = tcl_loss(q, q.clone(), torch.tensor([7]), m_max=0.0, rank_weight=0.0)["nce"]
+    queue = _unit([1, 0, 0], [0, 1, 0])  # look like the anchors, from clip 3
+    args = dict(m_max=0.0, rank_weight=0.0, identity=torch.tensor([5]))
+    other_person = tcl_loss(q, q.clone(), torch.tensor([7]), queue, torch.tensor([3, 3]),
+                            queue_identity=torch.tensor([4, 4]), **args)
+    same_person = tcl_loss(q, q.clone(), torch.tensor([7]), queue, torch.tensor([3, 3]),
+                           queue_identity=torch.tensor([5, 5]), **args)
+    assert other_person["nce"].item() == pytest.approx(base.item(), abs=1e-6)
+    assert same_person["nce"] > base + 0.5
+
+
 def test_ranking_is_zero_when_similarity_falls_with_distance():
     # 1-D "time line" embeddings: similarity decreases with |t − t'|
     angles = torch.tensor([0.0, 0.4, 0.8, 1.2])

@@ -60,12 +60,14 @@ def temporal_margin(delta: torch.Tensor, m_max: float, delta_scale: float) -> to
 
 def tcl_loss(q: torch.Tensor, k: torch.Tensor, clip_ids: torch.Tensor, queue: torch.Tensor | None = None,
              queue_ids: torch.Tensor | None = None, *, tau: float = 0.1, m_max: float = 0.3,
-             delta_scale: float = 4.0, rank_margin: float = 0.05, rank_weight: float = 0.5) -> dict:
+             delta_scale: float = 4.0, rank_margin: float = 0.05, rank_weight: float = 0.5,
+             identity: torch.Tensor | None = None, queue_identity: torch.Tensor | None = None) -> dict:
     """Margin-based temporal contrastive loss (module docstring).
 
     q, k: (B, T, d) L2-normalised queries and keys of B clips of T frames; clip_ids: (B,) global clip ids;
-    queue: (K, d) normalised keys with their clip ids queue_ids (K,). Returns the loss terms and, like MoCo's
-    forward, the logits of every anchor with the positive in column 0.
+    queue: (K, d) normalised keys with their clip ids queue_ids (K,). With `identity` (B,) and `queue_identity`
+    (K,), only queue keys of the anchor's own person are negatives (`negatives: same_person`). Returns the loss
+    terms and, like MoCo's forward, the logits of every anchor with the positive in column 0.
     """
     b, t, _ = q.shape
     sim = torch.einsum("btd,bsd->bts", q, k)  # (B, T, T): anchor t against every frame s of its clip
@@ -78,8 +80,10 @@ def tcl_loss(q: torch.Tensor, k: torch.Tensor, clip_ids: torch.Tensor, queue: to
     logits = [pos, in_clip]
     if queue is not None and len(queue):
         qn = torch.einsum("btd,kd->btk", q, queue).reshape(b * t, -1)
-        same_clip = (queue_ids[None, :] == clip_ids[:, None]).repeat_interleave(t, 0)
-        logits.append(qn.masked_fill(same_clip, float("-inf")))
+        excluded = queue_ids[None, :] == clip_ids[:, None]
+        if identity is not None:
+            excluded |= queue_identity[None, :] != identity[:, None]
+        logits.append(qn.masked_fill(excluded.repeat_interleave(t, 0), float("-inf")))
     logits = torch.cat(logits, 1) / tau
     labels = torch.zeros(b * t, dtype=torch.long, device=q.device)
     nce = F.cross_entropy(logits, labels)
@@ -167,7 +171,7 @@ class CLP(nn.Module):
     def __init__(self, backbone: nn.Module, feat_dim: int, *, dim: int = 128, queue_size: int = 4096,
                  momentum: float = 0.99, use_tcl: bool = True, use_cir: bool = True, id_dim: int = 64,
                  decoder_size: int = 32, tcl: dict | None = None, lambdas: tuple[float, ...] = (1, .5, .5, 0),
-                 cir_frames: int = 2, cir_every: int = 1,
+                 cir_frames: int = 2, cir_every: int = 1, same_person: bool = False,
                  gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
         self.encoder = backbone
@@ -184,6 +188,8 @@ class CLP(nn.Module):
             self.decoder = Decoder(dim, id_dim, decoder_size)
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
         self.register_buffer("queue_ids", torch.full((queue_size,), -1, dtype=torch.long))
+        self.register_buffer("queue_identity", torch.full((queue_size,), -1, dtype=torch.long))
+        self.same_person = same_person
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("queue_fill", torch.zeros((), dtype=torch.long))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # forward calls, for `cir_every`
@@ -211,22 +217,24 @@ class CLP(nn.Module):
                 pk.mul_(self.momentum).add_(p.detach(), alpha=1 - self.momentum)
 
     @torch.no_grad()
-    def _enqueue(self, keys: torch.Tensor, ids: torch.Tensor) -> None:
-        keys, ids = self.gather(keys).to(self.queue.dtype), self.gather(ids)
+    def _enqueue(self, keys: torch.Tensor, ids: torch.Tensor, identity: torch.Tensor) -> None:
+        keys, ids, identity = self.gather(keys).to(self.queue.dtype), self.gather(ids), self.gather(identity)
         n, size = len(keys), len(self.queue)
         if n >= size:
-            keys, ids, n = keys[-size:], ids[-size:], size
+            keys, ids, identity, n = keys[-size:], ids[-size:], identity[-size:], size
         ptr = int(self.queue_ptr)
         idx = (torch.arange(n, device=keys.device) + ptr) % size
         self.queue[idx] = keys
         self.queue_ids[idx] = ids
+        self.queue_identity[idx] = identity
         self.queue_ptr.fill_((ptr + n) % size)
         self.queue_fill.fill_(min(int(self.queue_fill) + n, size))
 
     def forward(self, view_q: torch.Tensor, view_k: torch.Tensor, clip_ids: torch.Tensor,
-                other_identity: torch.Tensor | None = None) -> dict:
+                other_identity: torch.Tensor | None = None, identity: torch.Tensor | None = None) -> dict:
         """view_q, view_k: (B, T, 3, H, W) two augmentations of the same clips; clip_ids (B,);
-        other_identity: (B, 3, H, W) one frame of another person per clip (CIR)."""
+        other_identity: (B, 3, H, W) one frame of another person per clip (CIR); identity (B,) the clips' person
+        ids (needed with same_person)."""
         b, t = view_q.shape[:2]
         flat_q = view_q.flatten(0, 1)
         a = self.au_code(flat_q)  # (B·T, d) AU codes
@@ -238,8 +246,13 @@ class CLP(nn.Module):
                 self._momentum_update()
                 k = F.normalize(self.key_projector(self.key_encoder(view_k.flatten(0, 1))), dim=1).view(b, t, -1)
             valid = self.queue_ids >= 0
-            terms = tcl_loss(q, k, clip_ids, self.queue[valid], self.queue_ids[valid], **self.tcl_args)
-            self._enqueue(k.flatten(0, 1), clip_ids.repeat_interleave(t))
+            if identity is None:
+                if self.same_person:
+                    raise ValueError("negatives: same_person needs the clips' identity ids")
+                identity = torch.full_like(clip_ids, -1)
+            person = {"identity": identity, "queue_identity": self.queue_identity[valid]} if self.same_person else {}
+            terms = tcl_loss(q, k, clip_ids, self.queue[valid], self.queue_ids[valid], **self.tcl_args, **person)
+            self._enqueue(k.flatten(0, 1), clip_ids.repeat_interleave(t), identity.repeat_interleave(t))
             out.update(tcl=terms["loss"], nce=terms["nce"], rank=terms["rank"], logits=terms["logits"],
                        labels=terms["labels"])
             total = total + terms["loss"]

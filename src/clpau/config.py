@@ -157,6 +157,8 @@ class PretrainParams(_Section):
     lambda_id: float = Field(0.0, ge=0, description="weight of L_id: the swapped image must carry the other identity")
     decoder_size: int = Field(32, ge=8)
     cir_frames: int = Field(2, ge=1, description="frames per clip that cross-identity reconstruction uses")
+    negatives: Literal["all", "same_person"] = Field(
+        "all", description="queue negatives: every other clip, or only the anchor's own person's other clips")
     cir_every: int = Field(1, ge=1, description="cross-identity reconstruction on every n-th step only (speed)")
     simclr_tau: float = Field(0.2, gt=0)
 

@@ -114,14 +114,13 @@ class VideoJob:
     chunks: list[tuple] = field(default_factory=list)
     results: dict[int, ChunkResult] = field(default_factory=dict)
     retried: set[int] = field(default_factory=set)
-    started: float = field(default_factory=time.perf_counter)
 
     def shard_tmp(self, out: Path, index: int) -> Path:
         return out / "frames" / self.key / f"chunk-{index:04d}.npy.tmp"
 
 
 VIDEO_COLUMNS = ["video", "status", "error", "frames", "face_frames", "fps", "width", "height", "sha256", "key",
-                 "duration", "rotation", "max_faces", "n_clips", "seconds"]
+                 "duration", "rotation", "max_faces", "n_clips"]  # no timings: the same input gives the same bytes
 
 
 def _row(job: VideoJob, status: str, error: str = "", **extra) -> dict:
@@ -131,7 +130,6 @@ def _row(job: VideoJob, status: str, error: str = "", **extra) -> dict:
         "fps": float(info.fps) if info else np.nan, "width": int(info.width) if info else 0,
         "height": int(info.height) if info else 0, "sha256": job.sha256, "key": job.key,
         "duration": float(info.duration) if info else np.nan, "rotation": 0, "max_faces": 0, "n_clips": 0,
-        "seconds": round(time.perf_counter() - job.started, 3),
     }
     row.update(extra)
     return row

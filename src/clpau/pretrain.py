@@ -37,7 +37,7 @@ class SimCLR(torch.nn.Module):
         super().__init__()
         self.encoder, self.projector, self.tau = backbone, Projector(feat_dim, 2 * feat_dim, dim), tau
 
-    def forward(self, view_q, view_k, clip_ids=None, other_identity=None) -> dict:
+    def forward(self, view_q, view_k, clip_ids=None, other_identity=None, identity=None) -> dict:
         z1 = self.projector(self.encoder(view_q.flatten(0, 1)))
         z2 = self.projector(self.encoder(view_k.flatten(0, 1)))
         loss = nt_xent(z1, z2, self.tau)
@@ -53,7 +53,7 @@ def build_model(p: PretrainParams, gather=None) -> torch.nn.Module:
            "rank_weight": p.rank_weight}
     return CLP(backbone, feat, dim=p.dim, queue_size=p.queue_size, momentum=p.momentum,
                use_tcl=p.method in {"clp", "tcl", "moco"}, use_cir=p.method in {"clp", "cir"},
-               decoder_size=p.decoder_size, cir_frames=p.cir_frames, cir_every=p.cir_every, tcl=tcl,
+               decoder_size=p.decoder_size, cir_frames=p.cir_frames, cir_every=p.cir_every, same_person=p.negatives == "same_person", tcl=tcl,
                lambdas=(p.lambda_self, p.lambda_swap, p.lambda_cycle, p.lambda_id), gather=gather)
 
 
@@ -239,7 +239,7 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
     batch = p.batch_clips * p.clip_len if frame_method else p.batch_clips
 
     def step_fn(m, b):
-        return m(b["view_q"], b["view_k"], b["clip_id"], b["other"])
+        return m(b["view_q"], b["view_k"], b["clip_id"], b["other"], b["identity"])
 
     steps, resumed = _train(fabric, model, dataset, batch, p, p.out_dir / "checkpoints" / "last.ckpt", p.method,
                             p.batch_clips * p.clip_len, step_fn, progress, log)
