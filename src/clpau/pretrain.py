@@ -146,7 +146,9 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
     from dvclive import Live
     from tqdm import tqdm
 
-    if fabric.world_size > 1:  # momentum encoders must not see per-GPU batch statistics (MoCo's BN leak)
+    if fabric.world_size > 1 and fabric.device.type == "cuda":
+        # momentum encoders must not see per-GPU batch statistics (MoCo's BN leak); torch's SyncBN is GPU-only,
+        # so CPU processes (gloo: tests, debugging) keep per-process statistics
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(memory_format=torch.channels_last)  # 1.6x on this CPU in bf16 (backbone.py), and for GPUs
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=p.num_workers,
