@@ -148,3 +148,22 @@ def test_cir_every_skips_cir_but_keeps_every_parameter_in_the_graph():
     grads = [p.grad for p in net.decoder.parameters()]
     assert all(g is not None and g.abs().sum() == 0 for g in grads)
     assert "self" in net(x, x, torch.tensor([4, 5]), other)
+
+
+def test_symmetric_loss_averages_both_directions_and_enqueues_one_view():
+    def net(symmetric):
+        torch.manual_seed(0)
+        return CLP(resnet_small(), 256, dim=16, queue_size=64, use_cir=False, symmetric=symmetric).train()
+
+    torch.manual_seed(1)
+    x, y = torch.randn(2, 4, 3, 64, 64), torch.randn(2, 4, 3, 64, 64)
+    ids = torch.tensor([0, 1])
+    one, both = net(False), net(True)
+    # identical views: both directions are the same problem, so the symmetric loss equals the one-way loss
+    assert both(x, x.clone(), ids)["loss"].item() == pytest.approx(one(x, x.clone(), ids)["loss"].item(), rel=1e-4)
+    assert int(both.queue_fill) == int(one.queue_fill) == 8
+    # different views: the average of (x → keys of y) and (y → keys of x) (eval mode: in training, batch norm sees
+    # both views in one batch)
+    fwd, back = net(False).eval()(x, y, ids)["loss"].item(), net(False).eval()(y, x, ids)["loss"].item()
+    assert net(True).eval()(x, y, ids)["loss"].item() == pytest.approx((fwd + back) / 2, rel=1e-4)
+    assert abs(fwd - back) > 1e-3
