@@ -44,12 +44,16 @@ clean:
 
 # Every pretraining method as a DVC experiment (pretrain + evaluate), each in a temporary copy of the workspace (so
 # the workspace is left as it is), then one table: `dvc exp show` columns and reports/compare.md (per-AU F1 too).
-# `dvc exp run` starts from HEAD: commit first, and do not commit while it runs. Longer training for every method:
+# `dvc exp run` starts from HEAD: commit first, and do not commit while it runs. Without --force, stages whose inputs
+# did not change (assets, synth, extraction) are restored, not rerun. Longer training for every method:
 #   make compare COMPARE_SET="-S pretrain.max_steps=1500"
 METHODS := random simclr moco tcl cir clp supervised
 COMPARE_SET ?=
 compare: repro
-	for m in $(METHODS); do $(BIN)/dvc exp run --temp -f -n cmp-$$m -S pretrain.method=$$m $(COMPARE_SET); done
+	for m in $(METHODS); do \
+	  $(BIN)/dvc exp remove -q cmp-$$m 2>/dev/null || true; \
+	  $(BIN)/dvc exp run --temp -n cmp-$$m -S pretrain.method=$$m $(COMPARE_SET); \
+	done
 	$(BIN)/dvc exp show --no-pager --drop '.*' \
 	  --keep 'Experiment|Created|pretrain.method|f1_mean|f1_std|identity_acc|identity_leakage|encoder_step'
 	$(BIN)/clpau compare --out reports/compare.md

@@ -167,3 +167,18 @@ def test_symmetric_loss_averages_both_directions_and_enqueues_one_view():
     fwd, back = net(False).eval()(x, y, ids)["loss"].item(), net(False).eval()(y, x, ids)["loss"].item()
     assert net(True).eval()(x, y, ids)["loss"].item() == pytest.approx((fwd + back) / 2, rel=1e-4)
     assert abs(fwd - back) > 1e-3
+
+
+def test_online_keys_use_the_batch_as_negatives_and_leave_queue_and_key_encoder_alone():
+    torch.manual_seed(0)
+    net = CLP(resnet_small(), 256, dim=16, queue_size=64, use_cir=False, online_keys=True).train()
+    before = [p.clone() for p in net.key_encoder.parameters()]
+    x, y = torch.randn(2, 4, 3, 64, 64), torch.randn(2, 4, 3, 64, 64)
+    out = net(x, y, torch.tensor([0, 1]))
+    out["loss"].backward()
+    # per anchor: positive, 3 in-clip negatives, then the batch's 8 keys of which the own clip's 4 are masked
+    assert out["logits"].shape == (8, 1 + 3 + 8)
+    assert torch.isinf(out["logits"][:4, 4:8]).all() and torch.isfinite(out["logits"][:4, 8:]).all()
+    assert int(net.queue_fill) == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, net.key_encoder.parameters(), strict=True))
+    assert net.encoder.conv1.weight.grad.abs().sum() > 0

@@ -172,6 +172,7 @@ class CLP(nn.Module):
                  momentum: float = 0.99, use_tcl: bool = True, use_cir: bool = True, id_dim: int = 64,
                  decoder_size: int = 32, tcl: dict | None = None, lambdas: tuple[float, ...] = (1, .5, .5, 0),
                  cir_frames: int = 2, cir_every: int = 1, same_person: bool = False, symmetric: bool = False,
+                 online_keys: bool = False,
                  gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
         self.encoder = backbone
@@ -179,7 +180,7 @@ class CLP(nn.Module):
         self.key_encoder = copy.deepcopy(backbone).requires_grad_(False)
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.momentum, self.use_tcl, self.use_cir, self.cir_frames = momentum, use_tcl, use_cir, cir_frames
-        self.cir_every, self.symmetric = cir_every, symmetric
+        self.cir_every, self.symmetric, self.online_keys = cir_every, symmetric, online_keys
         self.tcl_args = tcl or {}
         self.lambdas = lambdas
         self.gather = gather or (lambda t: t)  # all_gather across ranks under DDP
@@ -237,30 +238,40 @@ class CLP(nn.Module):
         ids (needed with same_person)."""
         b, t = view_q.shape[:2]
         flat_q = view_q.flatten(0, 1)
-        symmetric = self.symmetric and self.use_tcl
+        online = self.online_keys and self.use_tcl
+        symmetric = (self.symmetric or online) and self.use_tcl
         # symmetric: both views are queries (one backbone pass over both), each against the other's keys
         a_both = self.au_code(torch.cat([flat_q, view_k.flatten(0, 1)]) if symmetric else flat_q)
         a = a_both[: b * t]  # (B·T, d) AU codes of view_q
         out: dict = {}
         total = a.new_zeros(())
         if self.use_tcl:
-            with torch.no_grad():
-                self._momentum_update()
-                views = torch.cat([view_k.flatten(0, 1), flat_q]) if symmetric else view_k.flatten(0, 1)
-                keys = F.normalize(self.key_projector(self.key_encoder(views)), dim=1)
-            valid = self.queue_ids >= 0
             if identity is None:
                 if self.same_person:
                     raise ValueError("negatives: same_person needs the clips' identity ids")
                 identity = torch.full_like(clip_ids, -1)
-            person = {"identity": identity, "queue_identity": self.queue_identity[valid]} if self.same_person else {}
+            frame_ids, frame_identity = clip_ids.repeat_interleave(t), identity.repeat_interleave(t)
+            if online:  # SimCLR-style: keys from the online networks, other clips' negatives from the batch
+                keys = F.normalize(torch.cat([a_both[b * t:], a_both[: b * t]]), dim=1)
+            else:
+                with torch.no_grad():
+                    self._momentum_update()
+                    views = torch.cat([view_k.flatten(0, 1), flat_q]) if symmetric else view_k.flatten(0, 1)
+                    keys = F.normalize(self.key_projector(self.key_encoder(views)), dim=1)
+                valid = self.queue_ids >= 0
             pairs = [(a_both[: b * t], keys[: b * t])]
             if symmetric:
                 pairs.append((a_both[b * t:], keys[b * t:]))
-            parts = [tcl_loss(F.normalize(qa, dim=1).view(b, t, -1), k.view(b, t, -1), clip_ids, self.queue[valid],
-                              self.queue_ids[valid], **self.tcl_args, **person) for qa, k in pairs]
+            parts = []
+            for qa, k in pairs:
+                negatives = ((k, frame_ids, frame_identity) if online else
+                             (self.queue[valid], self.queue_ids[valid], self.queue_identity[valid]))
+                person = {"identity": identity, "queue_identity": negatives[2]} if self.same_person else {}
+                parts.append(tcl_loss(F.normalize(qa, dim=1).view(b, t, -1), k.view(b, t, -1), clip_ids,
+                                      negatives[0], negatives[1], **self.tcl_args, **person))
             terms = {name: sum(p[name] for p in parts) / len(parts) for name in ("loss", "nce", "rank")}
-            self._enqueue(keys[: b * t], clip_ids.repeat_interleave(t), identity.repeat_interleave(t))
+            if not online:
+                self._enqueue(keys[: b * t], frame_ids, frame_identity)
             out.update(tcl=terms["loss"], nce=terms["nce"], rank=terms["rank"], logits=parts[0]["logits"],
                        labels=parts[0]["labels"])
             total = total + terms["loss"]
