@@ -259,7 +259,7 @@ class CLP(nn.Module):
                     views = torch.cat([view_k.flatten(0, 1), flat_q]) if symmetric else view_k.flatten(0, 1)
                     keys = F.normalize(self.key_projector(self.key_encoder(views)), dim=1)
                 valid = self.queue_ids >= 0
-            pairs = [(a_both[: b * t], keys[: b * t])]
+            pairs = [(a, keys[: b * t])]  # `a` itself, not a second slice: the same autograd graph as one-way
             if symmetric:
                 pairs.append((a_both[b * t:], keys[b * t:]))
             parts = []
