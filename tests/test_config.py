@@ -30,3 +30,12 @@ def test_cross_field_rule():
 def test_unknown_section_is_named():
     with pytest.raises(ConfigError, match=r"pretrian: unknown key"):
         parse_params({"pretrian": {}})
+
+
+def test_every_section_converts_to_a_dict():
+    """Prefect copies parameters with `dict(model)`, which calls `.keys()` when the model has it: a field named like a
+    mapping method (`keys`, `items`, `values`) breaks every flow that receives that section."""
+    params = load_params("params.yaml")
+    for name in type(params).model_fields:
+        section = getattr(params, name)
+        assert dict(section).keys() == dict(section.model_dump()).keys(), name

@@ -159,7 +159,7 @@ class PretrainParams(_Section):
     cir_frames: int = Field(2, ge=1, description="frames per clip that cross-identity reconstruction uses")
     negatives: Literal["all", "same_person"] = Field(
         "all", description="queue negatives: every other clip, or only the anchor's own person's other clips")
-    keys: Literal["momentum", "online"] = Field(
+    key_encoder: Literal["momentum", "online"] = Field(
         "momentum", description="TCL keys from the momentum encoder with a queue (DESIGN §2), or from the online "
                                 "encoder with the batch's other clips as negatives (SimCLR-style; always symmetric)")
     symmetric: bool = Field(False, description="both views are queries against the other's keys (MoCo v3): twice the "
