@@ -41,6 +41,11 @@ u_B = e(y) from a frame y of another identity B:
 ỹ ≈ x_t, and then L_swap and L_cyc hold for any encoder (measured: swap 0.04 while self ≈ cycle ≈ 0.41); with it,
 a(ỹ) = a_t asks the AU code of *another person* making the action to be the same. CIR runs every `cir_every`-th
 step (its decoder and re-encoding cost ~1.5x a TCL step). `tcl` and `cir` ablations switch one half off.
+
+Options beyond DESIGN §2, all off by default (README: what each did to F1): `symmetric` — both views are queries,
+each against the other's keys (MoCo v3); `online_keys` — keys from the online networks and the batch's other clips
+as the negatives instead of the momentum encoder and the queue (SimCLR's framework under TCL's in-clip terms;
+always symmetric); `same_person` — queue negatives only from the anchor's own person.
 """
 
 from __future__ import annotations
@@ -295,7 +300,7 @@ class CLP(nn.Module):
             # first picked one, and one per other person: B identity-encoder passes each, not B·n
             u_a = self.identity_encoder(view_q[:, (int(pick[0]) + t // 2) % t]).repeat_interleave(n, 0)
             u_b = self.identity_encoder(other_identity).repeat_interleave(n, 0)
-            ls, lw, lc, li = (tuple(self.lambdas) + (0.0,))[:4]
+            ls, lw, lc, li = self.lambdas
             terms = cir_losses(self.au_code, self.decoder, x, a_sel, u_a, u_b,
                                self.frozen_identity if li > 0 else None)
             out.update(terms)
