@@ -1,48 +1,75 @@
 """Pretraining throughput: img/s of one training step for `clp`, `simclr` and `supervised` (same backbone, same
 images per step), and the data loader's own frames/s (needs `make repro` for data/clips/synth_pretrain).
 
-    python bench/pretrain.py [--steps 10] [--backbone resnet_small]
+    python bench/pretrain.py [--steps 10] [--rounds 3] [--backbone resnet_small]
     python bench/pretrain.py --device cuda --backbone resnet18 --image-size 112 --batch-clips 64 --no-loader
 
-Goal (issue 4): the clp step at >= 0.7x the supervised step's img/s; the loader >= 5x what the trainer needs.
+Goal (issue 4): the clp step at >= 0.7x the supervised step's img/s; the loader >= 5x what the trainer needs. The
+`forward-only` row is the cost of a second view without gradients (MoCo's and TCL's keys), and with it the ceiling
+no two-view method can pass on this device.
+
+Every method is timed once per round, rounds interleaved, and the median round is reported: on a shared machine the
+speed drifts by tens of percent within a minute, and timing one method after another turned that drift into ratios
+that moved by ±0.1 between runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from collections.abc import Callable
 
 import torch
-from torch.utils.data import DataLoader
 
 from clpau.backbone import build_backbone
 from clpau.config import load_params
 from clpau.data import ClipDataset
-from clpau.pretrain import Supervised, build_model
+from clpau.pretrain import Supervised, build_model, epoch_loader
 
 
-def step_rate(model, make_batch, run, steps: int, images: int, device: str = "cpu") -> float:
+def training_step(model, batch: dict, run: Callable, device: str) -> Callable[[], None]:
     model = model.to(device, memory_format=torch.channels_last)  # as the training loop does
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], 1e-3)
-    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in make_batch().items()}
-    for i in range(steps + 3):
-        if i == 3:
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def step() -> None:
         with torch.autocast(device, dtype=torch.bfloat16):
             loss = run(model, batch)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return step
+
+
+def forward_step(backbone, images: int, size: int, device: str) -> Callable[[], None]:
+    backbone = backbone.to(device, memory_format=torch.channels_last)
+    x = torch.randn(images, 3, size, size, device=device)
+
+    @torch.no_grad()
+    def step() -> None:
+        with torch.autocast(device, dtype=torch.bfloat16):
+            backbone(x)
+    return step
+
+
+def seconds(step: Callable[[], None], steps: int, device: str) -> float:
+    for _ in range(2):  # warm-up: allocator, oneDNN/cuDNN kernel choice
+        step()
     if device == "cuda":
         torch.cuda.synchronize()
-    return images * steps / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / steps
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per method and round")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     ap.add_argument("--backbone", default=None)
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--batch-clips", type=int, default=None)
@@ -56,41 +83,51 @@ def main() -> None:
     b, t, s = p.batch_clips, p.clip_len, p.image_size
     images = b * t
     print(f"backbone {p.backbone}, {images} images of {s}px per step ({b} clips x {t} frames), "
-          f"{torch.get_num_threads()} threads, bf16 autocast")
-    rates = {}
-    clip = lambda: {"q": torch.randn(b, t, 3, s, s), "k": torch.randn(b, t, 3, s, s),  # noqa: E731
-                    "ids": torch.arange(b), "other": torch.randn(b, 3, s, s)}
-    frames = lambda: {"q": torch.randn(images, 1, 3, s, s), "k": torch.randn(images, 1, 3, s, s),  # noqa: E731
-                      "ids": torch.arange(images), "other": None}
-    for name, make in (("clp", clip), ("clp/4", clip), ("tcl", clip), ("cir", clip), ("simclr", frames),
-                       ("moco", frames)):
-        method, _, every = name.partition("/")  # clp/4: cross-identity reconstruction on every 4th step
-        model = build_model(p.model_copy(update={"method": method, "cir_every": int(every or 1)})).train()
-        rates[name] = step_rate(model, make, lambda m, x: m(x["q"], x["k"], x["ids"], x["other"]),
-                                args.steps, images, args.device)
+          f"{torch.get_num_threads()} threads, bf16 autocast, median of {args.rounds} rounds x {args.steps} steps")
+    clip = {"q": torch.randn(b, t, 3, s, s), "k": torch.randn(b, t, 3, s, s), "ids": torch.arange(b),
+            "other": torch.randn(b, 3, s, s)}
+    frames = {"q": torch.randn(images, 1, 3, s, s), "k": torch.randn(images, 1, 3, s, s),
+              "ids": torch.arange(images), "other": None}
+    print(f"  (clp: params.yaml's CIR schedule, cir_every {p.cir_every}, cir_frames {p.cir_frames}; "
+          "clp-lite: CIR on every 2nd step, on 1 frame per clip)")
+    steps = {}
+    for name, batch, update in (("clp", clip, {}), ("clp-lite", clip, {"cir_every": 2, "cir_frames": 1}),
+                                ("tcl", clip, {}), ("cir", clip, {}), ("simclr", frames, {}), ("moco", frames, {})):
+        model = build_model(p.model_copy(update={"method": name.split("-")[0], **update})).train()
+        steps[name] = training_step(model, batch, lambda m, x: m(x["q"], x["k"], x["ids"], x["other"]), args.device)
     n_aus = len(load_params().benchmark.au_list)
-    sup = Supervised(build_backbone(p.backbone), n_aus).train()
-    rates["supervised"] = step_rate(sup, lambda: {"x": torch.randn(images, 3, s, s),
-                                                  "y": torch.randint(0, 2, (images, n_aus)).float()},
-                                    lambda m, x: m(x["x"], x["y"]), args.steps, images, args.device)
-    for k, v in rates.items():
-        print(f"  {k:<11} {v:7.0f} img/s   ({v / rates['supervised']:.2f}x supervised)")
+    steps["supervised"] = training_step(
+        Supervised(build_backbone(p.backbone), n_aus).train(),
+        {"x": torch.randn(images, 3, s, s), "y": torch.randint(0, 2, (images, n_aus)).float()},
+        lambda m, x: m(x["x"], x["y"]), args.device)
+    # what a second view costs: one gradient-free forward of the same images (MoCo's and TCL's keys)
+    steps["forward-only"] = forward_step(build_backbone(p.backbone).train(), images, s, args.device)
+    times = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            times[name].append(seconds(step, args.steps, args.device))
+    rates = {name: images / statistics.median(ts) for name, ts in times.items()}
+    sup = rates["supervised"]
+    for name, v in rates.items():
+        spread = f"{images / max(times[name]):.0f}-{images / min(times[name]):.0f}"
+        print(f"  {name:<12} {v:7.0f} img/s  (rounds {spread})  {v / sup:.2f}x supervised")
+    fwd = rates["forward-only"]
+    print(f"  ceiling for a method with a gradient-free second view (supervised step + one forward): "
+          f"{fwd / (fwd + sup):.2f}x supervised")
     if args.no_loader:
         return
     ds = ClipDataset(p.data, clip_len=t, size=s)
-    loader = DataLoader(ds, batch_size=b, shuffle=True, num_workers=p.num_workers,
-                        persistent_workers=p.num_workers > 0)
-    n, t0 = 0, None
-    for i, batch in enumerate(loader):
-        if i == 2:
-            t0, n = time.perf_counter(), 0
-        n += batch["view_q"].shape[0] * t
-        if i == 2 + 3 * args.steps:
-            break
-    loader_rate = n / (time.perf_counter() - t0)
-    print(f"  loader ({p.num_workers} workers): {loader_rate:.0f} frames/s (each with 2 views) = "
-          f"{loader_rate / rates['clp']:.1f}x what the clp step consumes")
-
+    for workers in (0, 2):  # 0: in the training process (the CPU default), 2: two loader processes
+        loader, n, t0 = epoch_loader(ds, b, workers, 0), 0, None
+        for i, batch in enumerate(loader):
+            if i == 2:
+                t0, n = time.perf_counter(), 0
+            n += batch["view_q"].shape[0] * t
+            if i == 2 + 3 * args.steps:
+                break
+        loader_rate = n / (time.perf_counter() - t0)
+        print(f"  loader ({workers} workers): {loader_rate:.0f} frames/s (each with 2 views) = "
+              f"{loader_rate / rates['clp']:.1f}x what the clp step consumes")
 
 if __name__ == "__main__":
     main()

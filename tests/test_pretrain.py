@@ -122,3 +122,25 @@ def test_checkpoint_of_other_data_is_not_resumed(synth_clips, tmp_path):
     messages = []
     result = run_pretrain(_params(tmp_path, data, max_steps=2), progress=False, log=messages.append)
     assert not result["resumed"] and any("starting afresh" in m for m in messages)
+
+
+def test_loader_workers_follow_the_epoch(synth_clips):
+    """Each epoch brings new crops, offsets and swap partners, with loader processes as without them. (Persistent
+    workers kept their own copy of the dataset and replayed the first epoch forever.)"""
+    from clpau.data import ClipDataset
+    from clpau.pretrain import epoch_loader
+
+    def views(workers: int) -> list[dict[int, torch.Tensor]]:
+        ds = ClipDataset([synth_clips], clip_len=4, size=32, seed=0)
+        loader = epoch_loader(ds, 4, workers, seed=0)
+        epochs = []
+        for epoch in range(2):
+            ds.set_epoch(epoch)
+            epochs.append({int(i): v for b in loader for i, v in zip(b["clip_id"], b["view_q"], strict=True)})
+        return epochs
+
+    inline, workers = views(0), views(2)
+    for a, b in zip(inline, workers, strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[i], b[i]) for i in a)
+    first, second = workers
+    assert not any(torch.equal(first[i], second[i]) for i in first.keys() & second.keys())

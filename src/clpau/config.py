@@ -139,7 +139,8 @@ class PretrainParams(_Section):
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"
-    num_workers: int = Field(2, ge=0)
+    num_workers: int = Field(0, ge=0, description="loader processes; 0 loads in the training process (fastest "
+                                                   "when the trainer itself runs on the CPU's cores)")
     ckpt_every: int = Field(100, ge=1)
     log_every: int = Field(10, ge=1)
     seed: int = 0

@@ -191,7 +191,10 @@ def finetune_fold(encoder_path: Path, data: LabelledSet, train: np.ndarray, test
     model = model.to(memory_format=torch.channels_last)
     bar = tqdm(total=p.finetune_steps, desc=f"fine-tune fold {fold}", unit="step", disable=not progress)
     step = 0
+    epoch = 0
     while step < p.finetune_steps:
+        frames.set_epoch(epoch)  # new crops and colours every pass
+        epoch += 1
         for batch in loader:
             if step == p.finetune_steps:
                 break

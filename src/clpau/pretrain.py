@@ -58,6 +58,14 @@ def build_model(p: PretrainParams, gather=None) -> torch.nn.Module:
                lambdas=(p.lambda_self, p.lambda_swap, p.lambda_cycle, p.lambda_id), gather=gather)
 
 
+def epoch_loader(dataset, batch: int, num_workers: int, seed: int) -> DataLoader:
+    """Shuffled batches whose augmentations follow `dataset.set_epoch`. Workers are started afresh for every epoch
+    (never persistent): each holds its own copy of the dataset, and a persistent one would never see set_epoch —
+    every epoch would replay the first one's crops, frame offsets and swap partners."""
+    return DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=num_workers,
+                      persistent_workers=False, generator=torch.Generator().manual_seed(seed))
+
+
 TRAINING_CODE = ("pretrain.py", "clp.py", "simclr.py", "data.py", "backbone.py")
 
 
@@ -152,8 +160,7 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
         # so CPU processes (gloo: tests, debugging) keep per-process statistics
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(memory_format=torch.channels_last)  # 1.6x on this CPU in bf16 (backbone.py), and for GPUs
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=p.num_workers,
-                        persistent_workers=p.num_workers > 0, generator=torch.Generator().manual_seed(p.seed))
+    loader = epoch_loader(dataset, batch, p.num_workers, p.seed)
     optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=p.lr,
                                   weight_decay=p.weight_decay)
     model, optimizer = fabric.setup(model, optimizer)
