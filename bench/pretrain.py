@@ -3,6 +3,7 @@ images per step), and the data loader's own frames/s (needs `make repro` for dat
 
     python bench/pretrain.py [--steps 10] [--rounds 3] [--backbone resnet_small]
     python bench/pretrain.py --device cuda --backbone resnet18 --image-size 112 --batch-clips 64 --no-loader
+    python bench/pretrain.py --no-loader --profile clp      # and where the clp step's time goes, by operator
 
 Goal (issue 4): the clp step at >= 0.7x the supervised step's img/s; the loader >= 5x what the trainer needs. The
 `forward-only` row is the cost of a second view without gradients (MoCo's and TCL's keys), and with it the ceiling
@@ -66,6 +67,23 @@ def seconds(step: Callable[[], None], steps: int, device: str) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+def profile(step: Callable[[], None], device: str, rows: int = 15) -> None:
+    """Where a step's time goes, by operator (forward and backward): which kernels dominate, and on a GPU how much
+    is launches and host syncs rather than compute."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(3):
+            step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=10, help="timed steps per method and round")
@@ -75,6 +93,8 @@ def main() -> None:
     ap.add_argument("--batch-clips", type=int, default=None)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--no-loader", action="store_true", help="step rates only (no extracted data needed)")
+    ap.add_argument("--profile", metavar="METHOD", default=None,
+                    help="also print the torch profiler's top operators of 3 steps of METHOD (e.g. clp, supervised)")
     args = ap.parse_args()
     p = load_params().pretrain
     updates = {"backbone": args.backbone, "image_size": args.image_size, "batch_clips": args.batch_clips}
@@ -102,6 +122,8 @@ def main() -> None:
         lambda m, x: m(x["x"], x["y"]), args.device)
     # what a second view costs: one gradient-free forward of the same images (MoCo's and TCL's keys)
     steps["forward-only"] = forward_step(build_backbone(p.backbone).train(), images, s, args.device)
+    if args.profile:
+        profile(steps[args.profile], args.device)
     times = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name, step in steps.items():
