@@ -109,9 +109,9 @@ def main() -> None:
     frames = {"q": torch.randn(images, 1, 3, s, s), "k": torch.randn(images, 1, 3, s, s),
               "ids": torch.arange(images), "other": None}
     print(f"  (clp: params.yaml's CIR schedule, cir_every {p.cir_every}, cir_frames {p.cir_frames}; "
-          "clp-lite: CIR on every 2nd step, on 1 frame per clip)")
+          "clp-full: CIR on every step, on 2 frames per clip)")
     steps = {}
-    for name, batch, update in (("clp", clip, {}), ("clp-lite", clip, {"cir_every": 2, "cir_frames": 1}),
+    for name, batch, update in (("clp", clip, {}), ("clp-full", clip, {"cir_every": 1, "cir_frames": 2}),
                                 ("tcl", clip, {}), ("cir", clip, {}), ("simclr", frames, {}), ("moco", frames, {})):
         model = build_model(p.model_copy(update={"method": name.split("-")[0], **update})).train()
         steps[name] = training_step(model, batch, lambda m, x: m(x["q"], x["k"], x["ids"], x["other"]), args.device)

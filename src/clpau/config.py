@@ -157,7 +157,7 @@ class PretrainParams(_Section):
     lambda_cycle: float = Field(0.5, ge=0)
     lambda_id: float = Field(0.0, ge=0, description="weight of L_id: the swapped image must carry the other identity")
     decoder_size: int = Field(32, ge=8)
-    cir_frames: int = Field(2, ge=1, description="frames per clip that cross-identity reconstruction uses")
+    cir_frames: int = Field(1, ge=1, description="frames per clip that cross-identity reconstruction uses")
     negatives: Literal["all", "same_person"] = Field(
         "all", description="queue negatives: every other clip, or only the anchor's own person's other clips")
     key_encoder: Literal["momentum", "online"] = Field(
@@ -165,7 +165,7 @@ class PretrainParams(_Section):
                                 "encoder with the batch's other clips as negatives (SimCLR-style; always symmetric)")
     symmetric: bool = Field(False, description="both views are queries against the other's keys (MoCo v3): twice the "
                                                "contrastive signal per step for ~1.5x the step time")
-    cir_every: int = Field(1, ge=1, description="cross-identity reconstruction on every n-th step only (speed)")
+    cir_every: int = Field(2, ge=1, description="cross-identity reconstruction on every n-th step only (speed)")
     simclr_tau: float = Field(0.2, gt=0)
 
 
