@@ -151,5 +151,6 @@ def main() -> None:
         print(f"  loader ({workers} workers): {loader_rate:.0f} frames/s (each with 2 views) = "
               f"{loader_rate / rates['clp']:.1f}x what the clp step consumes")
 
+
 if __name__ == "__main__":
     main()
