@@ -185,7 +185,9 @@ class CLP(nn.Module):
         self.key_encoder = copy.deepcopy(backbone).requires_grad_(False)
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.momentum, self.use_tcl, self.use_cir, self.cir_frames = momentum, use_tcl, use_cir, cir_frames
-        self.cir_every, self.symmetric, self.online_keys = cir_every, symmetric, online_keys
+        # CIR skips steps only between TCL steps: without TCL, a skipped step would train nothing
+        self.cir_every = cir_every if use_tcl else 1
+        self.symmetric, self.online_keys = symmetric, online_keys
         self.tcl_args = tcl or {}
         self.lambdas = lambdas
         self.gather = gather or (lambda t: t)  # all_gather across ranks under DDP

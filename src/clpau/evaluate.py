@@ -171,11 +171,10 @@ def finetune_fold(encoder_path: Path, data: LabelledSet, train: np.ndarray, test
     """The fine-tune protocol for one fold: the pretrained backbone (for `supervised`, the one that never saw this
     fold) + a linear head, all trained on the training subjects' frames (AdamW, cosine lr, class-balanced BCE, the
     pretraining augmentations), then per-AU F1 on the test subjects. Returns (A,) F1."""
-    from torch.utils.data import DataLoader
     from tqdm import tqdm
 
     from .data import LabelledFrames
-    from .pretrain import Supervised, encoder_folds, load_encoder
+    from .pretrain import Supervised, encoder_folds, epoch_loader, load_encoder
 
     torch.manual_seed(fold)
     net, meta = load_encoder(encoder_path, fold=fold if encoder_folds(encoder_path) else None)
@@ -184,8 +183,7 @@ def finetune_fold(encoder_path: Path, data: LabelledSet, train: np.ndarray, test
     model = Supervised(net.train(), len(data.aus), torch.tensor(np.clip(neg / np.maximum(pos, 1), 1, 50),
                                                                 dtype=torch.float32))
     frames = LabelledFrames(data.subset(train), size=meta["image_size"], seed=fold)
-    loader = DataLoader(frames, batch_size=min(p.finetune_batch, len(frames)), shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(fold))
+    loader = epoch_loader(frames, min(p.finetune_batch, len(frames)), num_workers=0, seed=fold)
     opt = torch.optim.AdamW(model.parameters(), lr=p.finetune_lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, p.finetune_lr, total_steps=p.finetune_steps, pct_start=0.1)
     model = model.to(memory_format=torch.channels_last)

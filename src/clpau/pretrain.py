@@ -54,8 +54,7 @@ def build_model(p: PretrainParams, gather=None) -> torch.nn.Module:
     return CLP(backbone, feat, dim=p.dim, queue_size=p.queue_size, momentum=p.momentum,
                use_tcl=p.method in {"clp", "tcl", "moco"}, use_cir=p.method in {"clp", "cir"},
                decoder_size=p.decoder_size, cir_frames=p.cir_frames,
-               cir_every=p.cir_every if p.method == "clp" else 1,  # `cir` has no TCL steps to skip CIR on
-               same_person=p.negatives == "same_person",
+               cir_every=p.cir_every, same_person=p.negatives == "same_person",
                symmetric=p.symmetric, online_keys=p.key_encoder == "online", tcl=tcl,
                lambdas=(p.lambda_self, p.lambda_swap, p.lambda_cycle, p.lambda_id), gather=gather)
 
