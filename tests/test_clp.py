@@ -131,7 +131,9 @@ def test_clp_forward_backward_and_queue():
     assert out["queue_fill"].item() == pytest.approx(8 / 12)
     assert set(net.queue_ids[:8].tolist()) == {0, 1}
     net(x, x, torch.tensor([2, 3]), torch.randn(2, 3, 64, 64))
-    assert int(net.queue_ptr) == 4 and out["logits"].shape == (8, 4)  # 16 keys through a 12-slot ring
+    assert int(net.queue_ptr) == 4  # 16 keys through a 12-slot ring
+    # the first step saw an empty queue: its 12 slots are in the logits, all masked
+    assert out["logits"].shape == (8, 4 + 12) and torch.isinf(out["logits"][:, 4:]).all()
 
 
 def test_cir_every_skips_cir_but_keeps_every_parameter_in_the_graph():
@@ -182,3 +184,30 @@ def test_online_keys_use_the_batch_as_negatives_and_leave_queue_and_key_encoder_
     assert int(net.queue_fill) == 0
     assert all(torch.equal(a, b) for a, b in zip(before, net.key_encoder.parameters(), strict=True))
     assert net.encoder.conv1.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("options", [{}, {"symmetric": True, "same_person": True}, {"online_keys": True}])
+def test_a_training_step_never_reads_a_value_back_from_the_device(options):
+    # On the meta device tensors have shapes but no values: any step that reads one back (int(), .item(), .any(),
+    # boolean indexing) raises. On a GPU each such read would stall the queue of launched kernels every step.
+    with torch.device("meta"):
+        net = CLP(resnet_small(), 256, dim=16, queue_size=12, id_dim=8, decoder_size=16, cir_every=2,
+                  lambdas=(1, .5, .5, .5), **options)
+        net._calls = 0  # the one read of the step counter, at the first step after construction or loading
+        x, other, ids = torch.randn(2, 4, 3, 64, 64), torch.randn(2, 3, 64, 64), torch.tensor([0, 1])
+        for _ in range(2):  # a step with CIR and one without
+            out = net(x, x, ids, other, ids)
+            out["loss"].backward()
+    assert out["loss"].shape == () and "self" not in out
+
+
+def test_a_loaded_state_restarts_the_cir_schedule_from_its_step_count():
+    torch.manual_seed(0)
+    net = CLP(resnet_small(), 256, dim=16, queue_size=12, id_dim=8, decoder_size=16, cir_every=2)
+    x, other = torch.randn(2, 4, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    for step in range(2):  # steps 0 (CIR) and 1: the next one, step 2, runs CIR
+        net(x, x, torch.tensor([2 * step, 2 * step + 1]), other)
+    resumed = CLP(resnet_small(), 256, dim=16, queue_size=12, id_dim=8, decoder_size=16, cir_every=2)
+    resumed(x, x, torch.tensor([0, 1]), other)  # its own step 0: its next would be step 1, without CIR ...
+    resumed.load_state_dict(net.state_dict())
+    assert "self" in resumed(x, x, torch.tensor([4, 5]), other)  # ... but it continues at step 2

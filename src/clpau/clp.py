@@ -70,22 +70,25 @@ def tcl_loss(q: torch.Tensor, k: torch.Tensor, clip_ids: torch.Tensor, queue: to
     """Margin-based temporal contrastive loss (module docstring).
 
     q, k: (B, T, d) L2-normalised queries and keys of B clips of T frames; clip_ids: (B,) global clip ids;
-    queue: (K, d) normalised keys with their clip ids queue_ids (K,). With `identity` (B,) and `queue_identity`
+    queue: (K, d) normalised keys with their clip ids queue_ids (K,; −1 marks an empty slot). With `identity` (B,) and `queue_identity`
     (K,), only queue keys of the anchor's own person are negatives (`negatives: same_person`). Returns the loss
     terms and, like MoCo's forward, the logits of every anchor with the positive in column 0.
     """
+    # No step here reads a value back from the device (no boolean indexing, `.any()` or `.item()`): on a GPU each
+    # such read stalls the queue of launched kernels until it drains.
     b, t, _ = q.shape
     sim = torch.einsum("btd,bsd->bts", q, k)  # (B, T, T): anchor t against every frame s of its clip
     idx = torch.arange(t, device=q.device)
     delta = (idx[:, None] - idx[None, :]).abs()
     margin = temporal_margin(delta, m_max, delta_scale)  # diagonal (the positive) gets 0
     pos = sim.diagonal(dim1=1, dim2=2).reshape(b * t, 1)
-    off = ~torch.eye(t, dtype=torch.bool, device=q.device)
-    in_clip = (sim + margin)[:, off].reshape(b * t, t - 1)
+    j = torch.arange(t - 1, device=q.device)
+    others = j[None, :] + (j[None, :] >= idx[:, None]).long()  # (T, T−1): row t's columns without t itself
+    in_clip = (sim + margin).gather(2, others.expand(b, t, t - 1)).reshape(b * t, t - 1)
     logits = [pos, in_clip]
     if queue is not None and len(queue):
         qn = torch.einsum("btd,kd->btk", q, queue).reshape(b * t, -1)
-        excluded = queue_ids[None, :] == clip_ids[:, None]
+        excluded = (queue_ids[None, :] == clip_ids[:, None]) | (queue_ids[None, :] < 0)  # id −1: an empty slot
         if identity is not None:
             excluded |= queue_identity[None, :] != identity[:, None]
         logits.append(qn.masked_fill(excluded.repeat_interleave(t, 0), float("-inf")))
@@ -93,10 +96,10 @@ def tcl_loss(q: torch.Tensor, k: torch.Tensor, clip_ids: torch.Tensor, queue: to
     labels = torch.zeros(b * t, dtype=torch.long, device=q.device)
     nce = F.cross_entropy(logits, labels)
     # ranking: for anchor t, every pair (s1, s2) with Δ(t,s1) < Δ(t,s2) should have sim(t,s1) > sim(t,s2) + δ
-    closer = delta[:, :, None] < delta[:, None, :]  # (T, s1, s2)
-    if closer.any():
+    if t > 1:  # a clip of 2 or more frames always has such a pair
+        closer = delta[:, :, None] < delta[:, None, :]  # (T, s1, s2)
         gap = sim[:, :, None, :] - sim[:, :, :, None] + rank_margin  # sim(t,s2) − sim(t,s1) + δ
-        rank = F.relu(gap)[:, closer].mean()
+        rank = (F.relu(gap) * closer).sum() / (b * closer.sum())
     else:
         rank = sim.new_zeros(())
     return {"loss": nce + rank_weight * rank, "nce": nce, "rank": rank, "logits": logits, "labels": labels}
@@ -201,6 +204,10 @@ class CLP(nn.Module):
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("queue_fill", torch.zeros((), dtype=torch.long))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # forward calls, for `cir_every`
+        # a host copy of `steps` (reading the buffer every step would wait for the device), read again after a
+        # state dict is loaded (a resumed run)
+        self._calls: int | None = None
+        self.register_load_state_dict_post_hook(lambda module, _: setattr(module, "_calls", None))
 
     def au_code(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.encoder(x))
@@ -220,9 +227,10 @@ class CLP(nn.Module):
 
     @torch.no_grad()
     def _momentum_update(self) -> None:
-        for online, target in ((self.encoder, self.key_encoder), (self.projector, self.key_projector)):
-            for p, pk in zip(online.parameters(), target.parameters(), strict=True):
-                pk.mul_(self.momentum).add_(p.detach(), alpha=1 - self.momentum)
+        """θ' ← m·θ' + (1 − m)·θ, as one fused update over all tensors (a loop costs two kernels per tensor)."""
+        online = [*self.encoder.parameters(), *self.projector.parameters()]
+        target = [*self.key_encoder.parameters(), *self.key_projector.parameters()]
+        torch._foreach_lerp_(target, online, 1 - self.momentum)
 
     @torch.no_grad()
     def _enqueue(self, keys: torch.Tensor, ids: torch.Tensor, identity: torch.Tensor) -> None:
@@ -230,13 +238,13 @@ class CLP(nn.Module):
         n, size = len(keys), len(self.queue)
         if n >= size:
             keys, ids, identity, n = keys[-size:], ids[-size:], identity[-size:], size
-        ptr = int(self.queue_ptr)
-        idx = (torch.arange(n, device=keys.device) + ptr) % size
+        # pointer arithmetic on the device: no read-back of the pointer per step
+        idx = (torch.arange(n, device=keys.device) + self.queue_ptr) % size
         self.queue[idx] = keys
         self.queue_ids[idx] = ids
         self.queue_identity[idx] = identity
-        self.queue_ptr.fill_((ptr + n) % size)
-        self.queue_fill.fill_(min(int(self.queue_fill) + n, size))
+        self.queue_ptr.copy_((self.queue_ptr + n) % size)
+        self.queue_fill.copy_(torch.clamp(self.queue_fill + n, max=size))
 
     def forward(self, view_q: torch.Tensor, view_k: torch.Tensor, clip_ids: torch.Tensor,
                 other_identity: torch.Tensor | None = None, identity: torch.Tensor | None = None) -> dict:
@@ -265,14 +273,14 @@ class CLP(nn.Module):
                     self._momentum_update()
                     views = torch.cat([view_k.flatten(0, 1), flat_q]) if symmetric else view_k.flatten(0, 1)
                     keys = F.normalize(self.key_projector(self.key_encoder(views)), dim=1)
-                valid = self.queue_ids >= 0
             pairs = [(a, keys[: b * t])]  # `a` itself, not a second slice: the same autograd graph as one-way
             if symmetric:
                 pairs.append((a_both[b * t:], keys[b * t:]))
             parts = []
             for qa, k in pairs:
                 negatives = ((k, frame_ids, frame_identity) if online else
-                             (self.queue[valid], self.queue_ids[valid], self.queue_identity[valid]))
+                             # a copy: the loss's backward needs the keys as they were before this step's enqueue
+                             (self.queue.clone(), self.queue_ids, self.queue_identity))  # empty slots: id −1
                 person = {"identity": identity, "queue_identity": negatives[2]} if self.same_person else {}
                 parts.append(tcl_loss(F.normalize(qa, dim=1).view(b, t, -1), k.view(b, t, -1), clip_ids,
                                       negatives[0], negatives[1], **self.tcl_args, **person))
@@ -282,7 +290,10 @@ class CLP(nn.Module):
             out.update(tcl=terms["loss"], nce=terms["nce"], rank=terms["rank"], logits=parts[0]["logits"],
                        labels=parts[0]["labels"])
             total = total + terms["loss"]
-        cir_now = self.use_cir and int(self.steps) % self.cir_every == 0
+        if self._calls is None:
+            self._calls = int(self.steps)
+        cir_now = self.use_cir and self._calls % self.cir_every == 0
+        self._calls += 1
         self.steps += 1
         if self.use_cir and not cir_now:
             # a step without CIR: its networks take part with zero weight, so DDP (which expects a gradient for
@@ -295,13 +306,13 @@ class CLP(nn.Module):
             # CIR on `cir_frames` frames per clip: each frame already gives the full signal, and re-encoding every
             # swapped frame would cost another backbone pass over the whole batch.
             n = min(self.cir_frames, t)
-            pick = torch.linspace(0, t - 1, n, device=view_q.device).round().long()
+            pick = torch.linspace(0, t - 1, n, device=view_q.device).round().long()  # from frame 0, evenly spaced
             x = view_q[:, pick].flatten(0, 1)
             a_sel = a.view(b, t, -1)[:, pick].flatten(0, 1)
             # one identity code per clip (it is what the clip's frames share), from the frame half a clip after the
-            # first picked one, and one per other person: B identity-encoder passes each, not B·n
-            u_a = self.identity_encoder(view_q[:, (int(pick[0]) + t // 2) % t]).repeat_interleave(n, 0)
-            u_b = self.identity_encoder(other_identity).repeat_interleave(n, 0)
+            # first picked one (frame 0), and one per other person: one identity-encoder pass over 2·B frames
+            u_a, u_b = self.identity_encoder(torch.cat([view_q[:, t // 2], other_identity])
+                                             ).repeat_interleave(n, 0).view(2, b * n, -1)
             ls, lw, lc, li = self.lambdas
             terms = cir_losses(self.au_code, self.decoder, x, a_sel, u_a, u_b,
                                self.frozen_identity if li > 0 else None)
