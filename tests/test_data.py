@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
-from clpau.data import ClipDataset
+from clpau.data import LUMA, ClipDataset, colour_jitter
 
 
 def _one_still_clip(tmp_path, frames: int = 8):
@@ -26,3 +27,32 @@ def test_frames_of_a_still_clip_differ_only_by_the_per_frame_shift(tmp_path):
     # the shift is geometric only: colour statistics of the frames stay those of one augmentation
     means = jittered.mean((1, 2, 3))
     assert float(means.max() - means.min()) < 0.1 * float(jittered.std())
+
+
+
+def _colour_one_op_at_a_time(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """colour_jitter as defined, one step after another."""
+    b, c, s = rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3)
+    luma = torch.tensor(LUMA)[:, None, None]
+    grey = (x * luma).sum(1, keepdim=True)
+    x = grey + (x - grey) * s  # saturation
+    mean = x.mean((1, 2, 3), keepdim=True)
+    x = ((x - mean) * c + mean) * b  # contrast, brightness
+    if rng.random() < 0.1:
+        x = (x * luma).sum(1, keepdim=True).expand_as(x)
+    if rng.random() < 0.3:
+        k = torch.tensor([1.0, 2.0, 1.0])
+        k = (k[:, None] * k[None, :] / 16).expand(3, 1, 3, 3)
+        x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=3)
+    return x.clamp(0, 1)
+
+
+def test_the_one_pass_colour_jitter_is_the_step_by_step_one():
+    x = torch.rand(4, 3, 24, 24).contiguous(memory_format=torch.channels_last)
+    greys = blurs = 0
+    for seed in range(80):
+        got = colour_jitter(x.clone(), np.random.default_rng(seed))
+        assert torch.allclose(got, _colour_one_op_at_a_time(x, np.random.default_rng(seed)), atol=1e-5), seed
+        draws = np.random.default_rng(seed).random(5)  # b, c, s, then the greyscale and blur coins
+        greys, blurs = greys + (draws[3] < 0.1), blurs + (draws[4] < 0.3)
+    assert greys and blurs  # both rare branches were compared

@@ -117,22 +117,43 @@ def augment_view(x: torch.Tensor, rng: np.random.Generator | None, size: int, au
             x = x[..., top: top + side, left: left + side]
     # resized while still uint8 and channels_last: torch's SIMD antialiasing path, 5x faster than on floats
     x = x.contiguous(memory_format=torch.channels_last)
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    x = x.contiguous().float() / 255
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).float() / 255
     if augment:
-        b, c, s = rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3)
-        gray = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
-        x = gray + (x - gray) * s  # saturation
-        x = (x - x.mean((1, 2, 3), keepdim=True)) * c + x.mean((1, 2, 3), keepdim=True)  # contrast
-        x = x * b  # brightness
-        if rng.random() < 0.1:
-            x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True).expand_as(x)
-        if rng.random() < 0.3:
-            k = torch.tensor([1.0, 2.0, 1.0])
-            k = (k[:, None] * k[None, :] / 16).expand(3, 1, 3, 3)
-            x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=3)
-        x = x.clamp(0, 1)
-    return (x - MEAN) / STD
+        x = colour_jitter(x, rng)
+    return ((x - MEAN) / STD).contiguous()
+
+
+LUMA = (0.299, 0.587, 0.114)  # they sum to 1
+
+
+def colour_jitter(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Saturation, contrast, brightness (each ×0.7–1.3), greyscale (p 0.1), a 3x3 binomial blur (p 0.3), clipped to
+    [0, 1]; one draw for all frames of x (N, 3, S, S) in [0, 1].
+
+    Saturation, contrast, brightness and greyscale are each linear in a pixel's colour: together they are one 3x3
+    matrix and an offset per frame, applied in one pass (1.4x faster loading than one pass each)."""
+    b, c, s = rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3)
+    grey, blur = rng.random() < 0.1, rng.random() < 0.3
+    to_grey = torch.tensor(LUMA).expand(3, 3)
+    sat = s * torch.eye(3) + (1 - s) * to_grey  # x + (1 − s)·(grey − x)
+    mean = (x.mean((2, 3)) @ sat.T).mean(1)  # per frame: the saturated image's mean, which contrast keeps
+    mix = b * c * sat  # then x' = b·(c·(sat·x − mean) + mean)
+    if grey:
+        mix = to_grey @ mix  # the offset stays: grey(offset, offset, offset) = offset
+    # channels_last: the colours of a pixel are adjacent, so the mix is one (pixels x 3) @ (3 x 3) product
+    x = (x.permute(0, 2, 3, 1) @ mix.T).permute(0, 3, 1, 2) + (b * (1 - c) * mean)[:, None, None, None]
+    if blur:
+        x = _blur121(x)
+    return x.clamp_(0, 1)
+
+
+def _blur121(x: torch.Tensor) -> torch.Tensor:
+    """The 3x3 binomial blur ([1 2 1]/4 in each direction, edges replicated), as two separable passes of shifted
+    adds: a depthwise convolution of the same kernel was the loader's single largest cost."""
+    x = F.pad(x, (1, 1, 0, 0), mode="replicate")
+    x = (x[..., :-2] + 2 * x[..., 1:-1] + x[..., 2:]) / 4
+    x = F.pad(x, (0, 0, 1, 1), mode="replicate")
+    return (x[..., :-2, :] + 2 * x[..., 1:-1, :] + x[..., 2:, :]) / 4
 
 
 class LabelledFrames(_ShardDataset):

@@ -63,8 +63,10 @@ def epoch_loader(dataset, batch: int, num_workers: int, seed: int) -> DataLoader
     """Shuffled batches whose augmentations follow `dataset.set_epoch`. Workers are started afresh for every epoch
     (never persistent): each holds its own copy of the dataset, and a persistent one would never see set_epoch —
     every epoch would replay the first one's crops, frame offsets and swap partners."""
+    # pinned host memory: Fabric copies batches to a GPU with non_blocking=True, which only overlaps from pinned pages
     return DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=num_workers,
-                      persistent_workers=False, generator=torch.Generator().manual_seed(seed))
+                      persistent_workers=False, pin_memory=torch.cuda.is_available(),
+                      generator=torch.Generator().manual_seed(seed))
 
 
 TRAINING_CODE = ("pretrain.py", "clp.py", "simclr.py", "data.py", "backbone.py")
