@@ -108,10 +108,12 @@ def main() -> None:
             "other": torch.randn(b, 3, s, s)}
     frames = {"q": torch.randn(images, 1, 3, s, s), "k": torch.randn(images, 1, 3, s, s),
               "ids": torch.arange(images), "other": None}
-    print(f"  (clp: params.yaml's CIR schedule, cir_every {p.cir_every}, cir_frames {p.cir_frames}; "
-          "clp-full: CIR on every step, on 2 frames per clip)")
+    print(f"  (clp: params.yaml's CIR schedule, cir_every {p.cir_every}, cir_frames {p.cir_frames}; clp-every4/8: "
+          "CIR on every 4th/8th step; clp-full: CIR on every step, on 2 frames per clip)")
     steps = {}
-    for name, batch, update in (("clp", clip, {}), ("clp-full", clip, {"cir_every": 1, "cir_frames": 2}),
+    for name, batch, update in (("clp", clip, {}), ("clp-every4", clip, {"cir_every": 4}),
+                                ("clp-every8", clip, {"cir_every": 8}),
+                                ("clp-full", clip, {"cir_every": 1, "cir_frames": 2}),
                                 ("tcl", clip, {}), ("cir", clip, {}), ("simclr", frames, {}), ("moco", frames, {})):
         model = build_model(p.model_copy(update={"method": name.split("-")[0], **update})).train()
         steps[name] = training_step(model, batch, lambda m, x: m(x["q"], x["k"], x["ids"], x["other"]), args.device)
@@ -141,10 +143,11 @@ def main() -> None:
     ds = ClipDataset(p.data, clip_len=t, size=s)
     for workers in (0, 2):  # 0: in the training process (the CPU default), 2: two loader processes
         loader, n, t0 = epoch_loader(ds, b, workers, 0), 0, None
-        for i, batch in enumerate(loader):
+        for i, batch in enumerate(loader):  # the first batches start the workers; the clock starts after them
             if i == 2:
-                t0, n = time.perf_counter(), 0
-            n += batch["view_q"].shape[0] * t
+                t0 = time.perf_counter()
+            elif i > 2:
+                n += batch["view_q"].shape[0] * t
             if i == 2 + 3 * args.steps:
                 break
         loader_rate = n / (time.perf_counter() - t0)

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from clpau.config import BenchmarkParams, PretrainParams
-from clpau.pretrain import load_encoder, run_pretrain
+from clpau.pretrain import FRAME_METHODS, build_model, load_encoder, run_pretrain
 
 
 def _params(tmp_path, clips, **kw) -> PretrainParams:
@@ -39,6 +39,21 @@ def test_every_method_trains_and_writes_a_safe_encoder(method, synth_clips, tmp_
         assert metrics["step"] == 3 and metrics["train"]["loss"] > 0 and metrics["img_per_s"] > 0
         if method in {"clp", "cir"}:
             assert {"self", "swap", "cycle"} <= set(metrics["train"])
+
+
+@pytest.mark.parametrize("method", ["clp", "tcl", "cir", "simclr", "moco"])
+def test_no_training_step_reads_a_value_back_from_the_device(method):
+    # meta tensors have shapes but no values: a step that reads one back (int(), .item(), .any(), boolean
+    # indexing) raises here; on a GPU each such read would stall the launched kernels, every step
+    with torch.device("meta"):
+        model = build_model(PretrainParams(method=method, queue_size=64, cir_every=2))
+        if hasattr(model, "_calls"):
+            model._calls = 0  # its one read of the step counter, at the first step after construction or loading
+        clips, frames = (8, 1) if method in FRAME_METHODS else (2, 4)  # the frame methods' loader: 1-frame clips
+        view, other = torch.randn(clips, frames, 3, 64, 64), torch.randn(clips, 3, 64, 64)
+        ids = torch.arange(clips)
+        for _ in range(2):  # with cross-identity reconstruction and without
+            model(view, view, ids, other, ids)["loss"].backward()
 
 
 def test_ddp_two_cpu_processes_share_one_queue(synth_clips, tmp_path):

@@ -16,5 +16,5 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.2) -> torch.Tenso
     n = len(z1)
     sim = z @ z.t() / tau
     sim.fill_diagonal_(float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    target = (torch.arange(2 * n, device=z.device) + n) % (2 * n)  # the other view; made on the device, no copy
     return F.cross_entropy(sim, target)
