@@ -108,12 +108,12 @@ def main() -> None:
             "other": torch.randn(b, 3, s, s)}
     frames = {"q": torch.randn(images, 1, 3, s, s), "k": torch.randn(images, 1, 3, s, s),
               "ids": torch.arange(images), "other": None}
-    print(f"  (clp: params.yaml's CIR schedule, cir_every {p.cir_every}, cir_frames {p.cir_frames}; clp-every4/8: "
-          "CIR on every 4th/8th step; clp-full: CIR on every step, on 2 frames per clip)")
+    schedules = [n for n in (2, 4, 8) if n != p.cir_every]
+    print(f"  (clp: params.yaml's CIR schedule, cir_every {p.cir_every}, cir_frames {p.cir_frames}; "
+          f"clp-everyN: CIR on every Nth step instead; clp-full: CIR on every step, on 2 frames per clip)")
     steps = {}
-    for name, batch, update in (("clp", clip, {}), ("clp-every4", clip, {"cir_every": 4}),
-                                ("clp-every8", clip, {"cir_every": 8}),
-                                ("clp-full", clip, {"cir_every": 1, "cir_frames": 2}),
+    variants = [("clp", clip, {})] + [(f"clp-every{n}", clip, {"cir_every": n}) for n in schedules]
+    for name, batch, update in (*variants, ("clp-full", clip, {"cir_every": 1, "cir_frames": 2}),
                                 ("tcl", clip, {}), ("cir", clip, {}), ("simclr", frames, {}), ("moco", frames, {})):
         model = build_model(p.model_copy(update={"method": name.split("-")[0], **update})).train()
         steps[name] = training_step(model, batch, lambda m, x: m(x["q"], x["k"], x["ids"], x["other"]), args.device)

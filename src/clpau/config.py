@@ -165,7 +165,7 @@ class PretrainParams(_Section):
                                 "encoder with the batch's other clips as negatives (SimCLR-style; always symmetric)")
     symmetric: bool = Field(False, description="both views are queries against the other's keys (MoCo v3): twice the "
                                                "contrastive signal per step for ~1.5x the step time")
-    cir_every: int = Field(2, ge=1, description="cross-identity reconstruction on every n-th step only (speed)")
+    cir_every: int = Field(8, ge=1, description="cross-identity reconstruction on every n-th step only (speed)")
     simclr_tau: float = Field(0.2, gt=0)
 
 

@@ -140,8 +140,9 @@ def colour_jitter(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     mix = b * c * sat  # then x' = b·(c·(sat·x − mean) + mean)
     if grey:
         mix = to_grey @ mix  # the offset stays: grey(offset, offset, offset) = offset
-    # channels_last: the colours of a pixel are adjacent, so the mix is one (pixels x 3) @ (3 x 3) product
-    x = (x.permute(0, 2, 3, 1) @ mix.T).permute(0, 3, 1, 2) + (b * (1 - c) * mean)[:, None, None, None]
+    n, _, h, w = x.shape
+    offset = (b * (1 - c) * mean)[:, None, None].expand(n, 3, 1)
+    x = torch.baddbmm(offset, mix.expand(n, 3, 3), x.contiguous().view(n, 3, h * w)).view(n, 3, h, w)
     if blur:
         x = _blur121(x)
     return x.clamp_(0, 1)
