@@ -1,7 +1,7 @@
 """Pretraining throughput: img/s of one training step for `clp`, `simclr` and `supervised` (same backbone, same
 images per step), and the data loader's own frames/s (needs `make repro` for data/clips/synth_pretrain).
 
-    python bench/pretrain.py [--steps 10] [--rounds 3] [--backbone resnet_small]
+    python bench/pretrain.py [--steps 10] [--rounds 5] [--backbone resnet_small]
     python bench/pretrain.py --device cuda --backbone resnet18 --image-size 112 --batch-clips 64 --no-loader
     python bench/pretrain.py --no-loader --profile clp      # and where the clp step's time goes, by operator
 
@@ -87,7 +87,7 @@ def profile(step: Callable[[], None], device: str, rows: int = 15) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=10, help="timed steps per method and round")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
     ap.add_argument("--backbone", default=None)
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--batch-clips", type=int, default=None)

@@ -40,7 +40,8 @@ u_B = e(y) from a frame y of another identity B:
 (sg = stop-gradient; images compared at the decoder's resolution). Without L_id the decoder may ignore u and let
 ỹ ≈ x_t, and then L_swap and L_cyc hold for any encoder (measured: swap 0.04 while self ≈ cycle ≈ 0.41); with it,
 a(ỹ) = a_t asks the AU code of *another person* making the action to be the same. CIR runs every `cir_every`-th
-step (its decoder and re-encoding cost ~1.5x a TCL step). `tcl` and `cir` ablations switch one half off.
+step (on this CPU a step with CIR takes 1.45x a TCL step with one frame per clip, 1.75x with two). `tcl` and
+`cir` ablations switch one half off.
 
 Options beyond DESIGN §2, all off by default (README: what each did to F1): `symmetric` — both views are queries,
 each against the other's keys (MoCo v3); `online_keys` — keys from the online networks and the batch's other clips
