@@ -112,23 +112,28 @@ def augment_view(x: torch.Tensor, rng: np.random.Generator | None, size: int, au
         if j and len(x) > 1:
             dy = np.clip(top + rng.integers(-j, j + 1, len(x)), 0, s0 - side)
             dx = np.clip(left + rng.integers(-j, j + 1, len(x)), 0, s0 - side)
-            x = torch.stack([f[:, a: a + side, b: b + side] for f, a, b in zip(x, dy, dx, strict=True)])
+            # cropped in (N, H, W, C) order: the stack is then already the channels_last layout the resize wants
+            frames = x.permute(0, 2, 3, 1)
+            x = torch.stack([f[a: a + side, b: b + side] for f, a, b in zip(frames, dy, dx, strict=True)])
+            x = x.permute(0, 3, 1, 2)
         else:
             x = x[..., top: top + side, left: left + side]
-    # resized while still uint8 and channels_last: torch's SIMD antialiasing path, 5x faster than on floats
+    # resized while still uint8 and channels_last: torch's SIMD antialiasing path, 5x faster than on floats; then
+    # float and back to the plain layout in one copy
     x = x.contiguous(memory_format=torch.channels_last)
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).float() / 255
-    if augment:
-        x = colour_jitter(x, rng)
-    return ((x - MEAN) / STD).contiguous()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    x = x.to(torch.float32, memory_format=torch.contiguous_format)
+    x = colour_jitter(x, rng, scale=1 / 255) if augment else x.div_(255)
+    return x.sub_(MEAN).div_(STD)
 
 
 LUMA = (0.299, 0.587, 0.114)  # they sum to 1
 
 
-def colour_jitter(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+def colour_jitter(x: torch.Tensor, rng: np.random.Generator, scale: float = 1.0) -> torch.Tensor:
     """Saturation, contrast, brightness (each ×0.7–1.3), greyscale (p 0.1), a 3x3 binomial blur (p 0.3), clipped to
-    [0, 1]; one draw for all frames of x (N, 3, S, S) in [0, 1].
+    [0, 1]; one draw for all frames of x (N, 3, S, S), whose values times `scale` lie in [0, 1] (uint8 values:
+    1/255) — the scaling is folded into the colour matrix rather than a pass of its own.
 
     Saturation, contrast, brightness and greyscale are each linear in a pixel's colour: together they are one 3x3
     matrix and an offset per frame, applied in one pass (1.4x faster loading than one pass each)."""
@@ -136,25 +141,28 @@ def colour_jitter(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     grey, blur = rng.random() < 0.1, rng.random() < 0.3
     to_grey = torch.tensor(LUMA).expand(3, 3)
     sat = s * torch.eye(3) + (1 - s) * to_grey  # x + (1 − s)·(grey − x)
-    mean = (x.mean((2, 3)) @ sat.T).mean(1)  # per frame: the saturated image's mean, which contrast keeps
-    mix = b * c * sat  # then x' = b·(c·(sat·x − mean) + mean)
+    mean = (x.mean((2, 3)) @ sat.T).mean(1) * scale  # per frame: the saturated image's mean, which contrast keeps
+    mix = b * c * scale * sat  # then x' = b·(c·(sat·x − mean) + mean)
     if grey:
         mix = to_grey @ mix  # the offset stays: grey(offset, offset, offset) = offset
+    offset = b * (1 - c) * mean
+    if blur:  # the blur's weights sum to 16: its division folded in here too
+        mix, offset = mix / 16, offset / 16
     n, _, h, w = x.shape
-    offset = (b * (1 - c) * mean)[:, None, None].expand(n, 3, 1)
-    x = torch.baddbmm(offset, mix.expand(n, 3, 3), x.contiguous().view(n, 3, h * w)).view(n, 3, h, w)
+    x = torch.baddbmm(offset[:, None, None].expand(n, 3, 1), mix.expand(n, 3, 3), x.contiguous().view(n, 3, h * w))
+    x = x.view(n, 3, h, w)
     if blur:
-        x = _blur121(x)
+        x = _binomial_sum(x)
     return x.clamp_(0, 1)
 
 
-def _blur121(x: torch.Tensor) -> torch.Tensor:
-    """The 3x3 binomial blur ([1 2 1]/4 in each direction, edges replicated), as two separable passes of shifted
+def _binomial_sum(x: torch.Tensor) -> torch.Tensor:
+    """16 × the 3x3 binomial blur ([1 2 1] in each direction, edges replicated), as two separable passes of shifted
     adds: a depthwise convolution of the same kernel was the loader's single largest cost."""
     x = F.pad(x, (1, 1, 0, 0), mode="replicate")
-    x = (x[..., :-2] + 2 * x[..., 1:-1] + x[..., 2:]) / 4
+    x = torch.add(x[..., :-2], x[..., 2:]).add_(x[..., 1:-1], alpha=2)
     x = F.pad(x, (0, 0, 1, 1), mode="replicate")
-    return (x[..., :-2, :] + 2 * x[..., 1:-1, :] + x[..., 2:, :]) / 4
+    return torch.add(x[..., :-2, :], x[..., 2:, :]).add_(x[..., 1:-1, :], alpha=2)
 
 
 class LabelledFrames(_ShardDataset):
