@@ -71,9 +71,10 @@ def tcl_loss(q: torch.Tensor, k: torch.Tensor, clip_ids: torch.Tensor, queue: to
     """Margin-based temporal contrastive loss (module docstring).
 
     q, k: (B, T, d) L2-normalised queries and keys of B clips of T frames; clip_ids: (B,) global clip ids;
-    queue: (K, d) normalised keys with their clip ids queue_ids (K,; −1 marks an empty slot). With `identity` (B,) and `queue_identity`
-    (K,), only queue keys of the anchor's own person are negatives (`negatives: same_person`). Returns the loss
-    terms and, like MoCo's forward, the logits of every anchor with the positive in column 0.
+    queue: (K, d) normalised keys with their clip ids queue_ids (K,; −1 marks an empty slot, never a negative).
+    With `identity` (B,) and `queue_identity` (K,), only queue keys of the anchor's own person are negatives
+    (`negatives: same_person`). Returns the loss terms and, like MoCo's forward, the logits of every anchor with the
+    positive in column 0.
     """
     # No step here reads a value back from the device (no boolean indexing, `.any()` or `.item()`): on a GPU each
     # such read stalls the queue of launched kernels until it drains.
@@ -274,14 +275,14 @@ class CLP(nn.Module):
                     self._momentum_update()
                     views = torch.cat([view_k.flatten(0, 1), flat_q]) if symmetric else view_k.flatten(0, 1)
                     keys = F.normalize(self.key_projector(self.key_encoder(views)), dim=1)
+                # a copy: the loss's backward needs the keys as they were before this step's enqueue
+                queue = (self.queue.clone(), self.queue_ids, self.queue_identity)  # empty slots: id −1
             pairs = [(a, keys[: b * t])]  # `a` itself, not a second slice: the same autograd graph as one-way
             if symmetric:
                 pairs.append((a_both[b * t:], keys[b * t:]))
             parts = []
             for qa, k in pairs:
-                negatives = ((k, frame_ids, frame_identity) if online else
-                             # a copy: the loss's backward needs the keys as they were before this step's enqueue
-                             (self.queue.clone(), self.queue_ids, self.queue_identity))  # empty slots: id −1
+                negatives = (k, frame_ids, frame_identity) if online else queue
                 person = {"identity": identity, "queue_identity": negatives[2]} if self.same_person else {}
                 parts.append(tcl_loss(F.normalize(qa, dim=1).view(b, t, -1), k.view(b, t, -1), clip_ids,
                                       negatives[0], negatives[1], **self.tcl_args, **person))
