@@ -56,6 +56,14 @@ def test_no_training_step_reads_a_value_back_from_the_device(method):
             model(view, view, ids, other, ids)["loss"].backward()
 
 
+def test_cir_terms_are_logged_when_no_logging_step_is_a_cir_step(synth_clips, tmp_path):
+    # CIR on the first of 4 steps only (cir_every 4), logging after steps 2 and 4: its terms are still logged
+    p = _params(tmp_path, synth_clips, method="clp", cir_every=4, log_every=2, max_steps=4)
+    run_pretrain(p, progress=False, log=lambda *_: None)
+    logged = json.loads((p.live_dir / "metrics.json").read_text())["train"]
+    assert {"self", "swap", "cycle", "nce"} <= set(logged)
+
+
 def test_ddp_two_cpu_processes_share_one_queue(synth_clips, tmp_path):
     """The same command under DDP: Fabric starts a second process (gloo on CPU here, NCCL on GPUs), each rank
     trains on its share of the clips, and the queue gathers the keys of both ranks."""

@@ -69,6 +69,7 @@ def epoch_loader(dataset, batch: int, num_workers: int, seed: int) -> DataLoader
                       generator=torch.Generator().manual_seed(seed))
 
 
+LOGGED_TERMS = ("loss", "nce", "rank", "self", "swap", "cycle", "id", "queue_fill")
 TRAINING_CODE = ("pretrain.py", "clp.py", "simclr.py", "data.py", "backbone.py")
 
 
@@ -187,6 +188,9 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
     bar = tqdm(total=p.max_steps, initial=step, desc=f"pretrain {desc}", unit="step",
                disable=not progress or fabric.global_rank != 0)
     t_last, n_last = time.perf_counter(), step
+    # the latest value of each loss term: CIR's terms exist only on every cir_every-th step, which need not be a
+    # logging step (cir_every 8, log_every 10: never)
+    latest: dict[str, torch.Tensor] = {}
     epoch = step // max(len(loader), 1)
     while step < p.max_steps:
         dataset.set_epoch(epoch)
@@ -196,6 +200,7 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, p)
             out = step_fn(model, batch_data)
+            latest.update({k: out[k].detach() for k in LOGGED_TERMS if k in out})
             optimizer.zero_grad(set_to_none=True)
             fabric.backward(out["loss"])
             optimizer.step()
@@ -207,9 +212,8 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
                 live.log_metric("img_per_s", images_per_step * (step - n_last) / max(now - t_last, 1e-9))
                 t_last, n_last = now, step
                 live.log_metric("lr", lr_at(step - 1, p))
-                for k in ("loss", "nce", "rank", "self", "swap", "cycle", "id", "queue_fill"):
-                    if k in out:
-                        live.log_metric(f"train/{k}", float(out[k].detach()))
+                for k, v in latest.items():
+                    live.log_metric(f"train/{k}", float(v))
                 live.step = step_offset + step
                 live.next_step()
             if step % p.ckpt_every == 0 or step == p.max_steps:
