@@ -26,12 +26,12 @@ import torch
 from clpau.backbone import build_backbone
 from clpau.config import load_params
 from clpau.data import ClipDataset
-from clpau.pretrain import Supervised, build_model, epoch_loader
+from clpau.pretrain import Supervised, adamw, build_model, epoch_loader
 
 
 def training_step(model, batch: dict, run: Callable, device: str) -> Callable[[], None]:
     model = model.to(device, memory_format=torch.channels_last)  # as the training loop does
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], 1e-3)
+    opt = adamw(model.parameters(), 1e-3, 1e-4)  # as the training loop's
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     def step() -> None:
@@ -54,9 +54,12 @@ def forward_step(backbone, images: int, size: int, device: str) -> Callable[[], 
     return step
 
 
-def seconds(step: Callable[[], None], steps: int, device: str) -> float:
-    for _ in range(2):  # warm-up: allocator, oneDNN/cuDNN kernel choice
+def warm_up(step: Callable[[], None]) -> None:
+    for _ in range(2):  # allocator, oneDNN/cuDNN kernel choice, torch.compile
         step()
+
+
+def seconds(step: Callable[[], None], steps: int, device: str) -> float:
     if device == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -86,7 +89,9 @@ def profile(step: Callable[[], None], device: str, rows: int = 15) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=10, help="timed steps per method and round")
+    ap.add_argument("--steps", type=int, default=16,
+                    help="timed steps per method and round; rounded up to a multiple of cir_every, so that every "
+                         "round of clp holds its share of CIR steps exactly")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
     ap.add_argument("--backbone", default=None)
     ap.add_argument("--image-size", type=int, default=None)
@@ -99,6 +104,7 @@ def main() -> None:
     p = load_params().pretrain
     updates = {"backbone": args.backbone, "image_size": args.image_size, "batch_clips": args.batch_clips}
     p = p.model_copy(update={k: v for k, v in updates.items() if v is not None})
+    args.steps = -(-args.steps // p.cir_every) * p.cir_every
     torch.manual_seed(0)
     b, t, s = p.batch_clips, p.clip_len, p.image_size
     images = b * t
@@ -110,9 +116,11 @@ def main() -> None:
               "ids": torch.arange(images), "other": None}
     schedules = [n for n in (2, 4, 8) if n != p.cir_every]
     print(f"  (clp: params.yaml's CIR schedule, cir_every {p.cir_every}, cir_frames {p.cir_frames}; "
-          f"clp-everyN: CIR on every Nth step instead; clp-full: CIR on every step, on 2 frames per clip)")
+          f"clp-everyN: CIR on every Nth step instead; clp-full: CIR on every step, on 2 frames per clip; "
+          f"clp-compiled: with compile_keys)")
     steps = {}
-    variants = [("clp", clip, {})] + [(f"clp-every{n}", clip, {"cir_every": n}) for n in schedules]
+    variants = [("clp", clip, {"compile_keys": False}), ("clp-compiled", clip, {"compile_keys": True})]
+    variants += [(f"clp-every{n}", clip, {"cir_every": n}) for n in schedules]
     for name, batch, update in (*variants, ("clp-full", clip, {"cir_every": 1, "cir_frames": 2}),
                                 ("tcl", clip, {}), ("cir", clip, {}), ("simclr", frames, {}), ("moco", frames, {})):
         model = build_model(p.model_copy(update={"method": name.split("-")[0], **update})).train()
@@ -124,6 +132,8 @@ def main() -> None:
         lambda m, x: m(x["x"], x["y"]), args.device)
     # what a second view costs: one gradient-free forward of the same images (MoCo's and TCL's keys)
     steps["forward-only"] = forward_step(build_backbone(p.backbone).train(), images, s, args.device)
+    for step in steps.values():
+        warm_up(step)
     if args.profile:
         profile(steps[args.profile], args.device)
     times = {name: [] for name in steps}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -211,3 +212,51 @@ def test_a_loaded_state_restarts_the_cir_schedule_from_its_step_count():
     resumed(x, x, torch.tensor([0, 1]), other)  # its own step 0: its next would be step 1, without CIR ...
     resumed.load_state_dict(net.state_dict())
     assert "self" in resumed(x, x, torch.tensor([4, 5]), other)  # ... but it continues at step 2
+
+
+def _steps_of(net, steps=3):
+    """Losses, keys in the queue and the key encoder's batch-norm statistics after a few training steps."""
+    torch.manual_seed(1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    losses = []
+    for step in range(steps):
+        x, y = torch.randn(2, 4, 3, 32, 32), torch.randn(2, 4, 3, 32, 32)
+        out = net(x, y, torch.tensor([2 * step, 2 * step + 1]))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    return torch.tensor(losses), net.queue.clone(), net.key_encoder.bn1.running_mean.clone()
+
+
+def test_compiled_keys_are_the_uncompiled_keys():
+    # Keys of momentum weights that change in place after every step, and the key encoder's own batch statistics:
+    # the compiled forward must see each step's weights and update what the eager one updates.
+    torch.manual_seed(0)
+    eager = CLP(resnet_small(), 256, dim=16, queue_size=64, use_cir=False, momentum=0.5).train()
+    compiled = CLP(resnet_small(), 256, dim=16, queue_size=64, use_cir=False, momentum=0.5, compile_keys=True).train()
+    compiled.load_state_dict(eager.state_dict())
+    assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints move between the two
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback to the eager forward would pass the comparison unnoticed
+        got = _steps_of(compiled)
+    for a, b in zip(got, _steps_of(eager), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_without_a_working_compiler_the_keys_run_uncompiled(monkeypatch):
+    import torch._dynamo
+    import torch._inductor.config as inductor
+
+    monkeypatch.setattr(inductor.cpp, "cxx", ("clpau-no-such-compiler",))
+    monkeypatch.setattr(inductor, "fx_graph_cache", False)  # no compiled graph from an earlier test to reuse
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    eager = CLP(resnet_small(), 256, dim=16, queue_size=64, use_cir=False).train()
+    fallback = CLP(resnet_small(), 256, dim=16, queue_size=64, use_cir=False, compile_keys=True).train()
+    fallback.load_state_dict(eager.state_dict())
+    with pytest.warns(RuntimeWarning, match="torch.compile failed, the key encoder runs uncompiled"):
+        got = _steps_of(fallback)
+    torch._dynamo.reset()
+    for a, b in zip(got, _steps_of(eager), strict=True):
+        torch.testing.assert_close(a, b)

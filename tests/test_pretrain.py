@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from clpau.config import BenchmarkParams, PretrainParams
-from clpau.pretrain import FRAME_METHODS, build_model, load_encoder, run_pretrain
+from clpau.pretrain import FRAME_METHODS, build_model, fingerprint, load_encoder, run_pretrain
 
 
 def _params(tmp_path, clips, **kw) -> PretrainParams:
@@ -128,6 +128,24 @@ def test_checkpoint_of_other_params_is_not_resumed(synth_clips, tmp_path):
     messages = []
     result = run_pretrain(_params(tmp_path, synth_clips, max_steps=2, tau=0.2), progress=False, log=messages.append)
     assert not result["resumed"] and any("other parameters" in m for m in messages)
+
+
+def test_compiled_keys_train_in_the_loop_and_resume_an_uncompiled_run(synth_clips, tmp_path):
+    import warnings
+
+    eager = _params(tmp_path, synth_clips, max_steps=4, ckpt_every=2)
+    assert fingerprint(eager) == fingerprint(eager.model_copy(update={"compile_keys": True}))
+    run_pretrain(eager.model_copy(update={"max_steps": 2}), progress=False, log=lambda *_: None)
+    ckpt = eager.out_dir / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    state["fingerprint"] = fingerprint(eager)  # as if the 4-step run had been stopped after its step-2 checkpoint
+    torch.save(state, ckpt)
+    messages = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to the uncompiled forward
+        result = run_pretrain(eager.model_copy(update={"compile_keys": True}), progress=False, log=messages.append)
+    assert result["resumed"] and any("from step 2" in m for m in messages)
+    assert load_encoder(eager.out_dir / "encoder.pt")[1]["step"] == 4
 
 
 def test_checkpoint_of_other_data_is_not_resumed(synth_clips, tmp_path):

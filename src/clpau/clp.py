@@ -52,6 +52,7 @@ always symmetric); `same_person` — queue negatives only from the anchor's own 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -133,6 +134,25 @@ def _to_input(img: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(img, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def compiled_or_eager(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`fn` compiled by torch.compile, falling back to `fn` itself (with a warning) when compiling fails — no C++
+    compiler on the machine, an unsupported backend: a missing compiler must cost speed, never the run. An error of
+    `fn` itself is raised again by the eager call."""
+    compiled: Callable | None = torch.compile(fn, dynamic=False)
+
+    def call(x: torch.Tensor) -> torch.Tensor:
+        nonlocal compiled
+        if compiled is not None:
+            try:
+                return compiled(x)
+            except Exception as err:  # noqa: BLE001 — any compiler failure; fn's own errors recur below
+                warnings.warn(f"torch.compile failed, the key encoder runs uncompiled: {type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}", RuntimeWarning, stacklevel=2)
+                compiled = None
+        return fn(x)
+    return call
+
+
 class Projector(nn.Sequential):
     def __init__(self, in_dim: int, hidden: int, out_dim: int):
         super().__init__(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
@@ -182,7 +202,7 @@ class CLP(nn.Module):
                  momentum: float = 0.99, use_tcl: bool = True, use_cir: bool = True, id_dim: int = 64,
                  decoder_size: int = 32, tcl: dict | None = None, lambdas: tuple[float, ...] = (1, .5, .5, 0),
                  cir_frames: int = 2, cir_every: int = 1, same_person: bool = False, symmetric: bool = False,
-                 online_keys: bool = False,
+                 online_keys: bool = False, compile_keys: bool = False,
                  gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
         self.encoder = backbone
@@ -196,6 +216,9 @@ class CLP(nn.Module):
         self.tcl_args = tcl or {}
         self.lambdas = lambdas
         self.gather = gather or (lambda t: t)  # all_gather across ranks under DDP
+        # the keys' forward never needs a backward, so a compiled graph can fuse batch norm, ReLU and pooling into
+        # the convolutions' passes (kept as a plain function, not a submodule: the state dict's keys stay the same)
+        self._keys = compiled_or_eager(self._key_forward) if compile_keys else self._key_forward
         if use_cir:
             self.identity_encoder = IdentityEncoder(id_dim)
             self.decoder = Decoder(dim, id_dim, decoder_size)
@@ -226,6 +249,9 @@ class CLP(nn.Module):
             return torch.func.functional_call(e, {**params, **buffers}, (x,))
         finally:
             e.train(was_training)
+
+    def _key_forward(self, views: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.key_projector(self.key_encoder(views)), dim=1)
 
     @torch.no_grad()
     def _momentum_update(self) -> None:
@@ -274,7 +300,7 @@ class CLP(nn.Module):
                 with torch.no_grad():
                     self._momentum_update()
                     views = torch.cat([view_k.flatten(0, 1), flat_q]) if symmetric else view_k.flatten(0, 1)
-                    keys = F.normalize(self.key_projector(self.key_encoder(views)), dim=1)
+                    keys = self._keys(views)
                 # a copy: the loss's backward needs the keys as they were before this step's enqueue
                 queue = (self.queue.clone(), self.queue_ids, self.queue_identity)  # empty slots: id −1
             pairs = [(a, keys[: b * t])]  # `a` itself, not a second slice: the same autograd graph as one-way

@@ -174,7 +174,7 @@ def finetune_fold(encoder_path: Path, data: LabelledSet, train: np.ndarray, test
     from tqdm import tqdm
 
     from .data import LabelledFrames
-    from .pretrain import Supervised, encoder_folds, epoch_loader, load_encoder
+    from .pretrain import Supervised, adamw, encoder_folds, epoch_loader, load_encoder
 
     torch.manual_seed(fold)
     net, meta = load_encoder(encoder_path, fold=fold if encoder_folds(encoder_path) else None)
@@ -184,7 +184,7 @@ def finetune_fold(encoder_path: Path, data: LabelledSet, train: np.ndarray, test
                                                                 dtype=torch.float32))
     frames = LabelledFrames(data.subset(train), size=meta["image_size"], seed=fold)
     loader = epoch_loader(frames, min(p.finetune_batch, len(frames)), num_workers=0, seed=fold)
-    opt = torch.optim.AdamW(model.parameters(), lr=p.finetune_lr, weight_decay=1e-4)
+    opt = adamw(model.parameters(), p.finetune_lr, 1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, p.finetune_lr, total_steps=p.finetune_steps, pct_start=0.1)
     model = model.to(memory_format=torch.channels_last)
     bar = tqdm(total=p.finetune_steps, desc=f"fine-tune fold {fold}", unit="step", disable=not progress)
