@@ -244,18 +244,18 @@ def test_compiled_keys_are_the_uncompiled_keys():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_without_a_working_compiler_the_keys_run_uncompiled(monkeypatch):
+def test_without_a_working_compiler_the_keys_run_uncompiled():
     import torch._dynamo
     import torch._inductor.config as inductor
 
-    monkeypatch.setattr(inductor.cpp, "cxx", ("clpau-no-such-compiler",))
-    monkeypatch.setattr(inductor, "fx_graph_cache", False)  # no compiled graph from an earlier test to reuse
     torch._dynamo.reset()
     torch.manual_seed(0)
     eager = CLP(resnet_small(), 256, dim=16, queue_size=64, use_cir=False).train()
     fallback = CLP(resnet_small(), 256, dim=16, queue_size=64, use_cir=False, compile_keys=True).train()
     fallback.load_state_dict(eager.state_dict())
-    with pytest.warns(RuntimeWarning, match="torch.compile failed, the key encoder runs uncompiled"):
+    # no C++ compiler, and no compiled graph from an earlier test to reuse
+    with inductor.patch({"cpp.cxx": ("clpau-no-such-compiler",), "fx_graph_cache": False}), \
+            pytest.warns(RuntimeWarning, match="torch.compile failed, the key encoder runs uncompiled"):
         got = _steps_of(fallback)
     torch._dynamo.reset()
     for a, b in zip(got, _steps_of(eager), strict=True):
