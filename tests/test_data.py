@@ -56,3 +56,20 @@ def test_the_one_pass_colour_jitter_is_the_step_by_step_one():
         draws = np.random.default_rng(seed).random(5)  # b, c, s, then the greyscale and blur coins
         greys, blurs = greys + (draws[3] < 0.1), blurs + (draws[4] < 0.3)
     assert greys and blurs  # both rare branches were compared
+
+
+def test_a_loaded_batch_holds_each_clip_where_its_own_item_would(synth_clips):
+    # the loader assembles batches in place (ClipDataset.__getitems__); each position must hold its own clip's
+    # views, identity and swap partner exactly as that clip's item alone
+    from clpau.pretrain import epoch_loader
+
+    ds = ClipDataset([synth_clips], clip_len=4, size=32, frame_jitter=0.03)
+    ds.set_epoch(2)
+    batch = next(iter(epoch_loader(ds, 5, 0, seed=1)))
+    assert batch["view_q"].shape == (5, 4, 3, 32, 32) and batch["other"].shape == (5, 3, 32, 32)
+    assert len(set(batch["clip_id"].tolist())) == 5
+    for n, i in enumerate(batch["clip_id"].tolist()):
+        item = ds[i]
+        for key in ("view_q", "view_k", "other", "identity"):
+            assert torch.equal(batch[key][n], item[key]), key
+    assert not torch.equal(batch["view_q"], batch["view_k"])  # two augmentations

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from .backbone import build_backbone
 from .clp import CLP, Projector
 from .config import BenchmarkParams, PretrainParams
-from .data import ClipDataset
+from .data import ClipDataset, collate
 from .fileio import atomic_path
 from .simclr import nt_xent
 
@@ -64,7 +64,7 @@ def epoch_loader(dataset, batch: int, num_workers: int, seed: int) -> DataLoader
     (never persistent): each holds its own copy of the dataset, and a persistent one would never see set_epoch —
     every epoch would replay the first one's crops, frame offsets and swap partners."""
     # pinned host memory: Fabric copies batches to a GPU with non_blocking=True, which only overlaps from pinned pages
-    return DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=num_workers,
+    return DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=num_workers, collate_fn=collate,
                       persistent_workers=False, pin_memory=torch.cuda.is_available(),
                       generator=torch.Generator().manual_seed(seed))
 
