@@ -167,8 +167,9 @@ class PretrainParams(_Section):
                                                "contrastive signal per step for ~1.5x the step time")
     cir_every: int = Field(8, ge=1, description="cross-identity reconstruction on every n-th step only (speed)")
     simclr_tau: float = Field(0.2, gt=0)
-    compile_keys: bool = Field(False, description="torch.compile the momentum encoder's (gradient-free) forward: "
-                                                  "a faster step after a one-off compile (README: when it pays)")
+    compile_keys: bool = Field(False, description="torch.compile the momentum encoder's gradient-free forward "
+                                                  "(a one-off compile; faster in the bench, no gain measured in "
+                                                  "the CPU training loop: README)")
 
 
 class EvaluateParams(_Section):

@@ -64,8 +64,8 @@ def epoch_loader(dataset, batch: int, num_workers: int, seed: int) -> DataLoader
     (never persistent): each holds its own copy of the dataset, and a persistent one would never see set_epoch —
     every epoch would replay the first one's crops, frame offsets and swap partners."""
     # pinned host memory: Fabric copies batches to a GPU with non_blocking=True, which only overlaps from pinned pages
-    return DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=num_workers, collate_fn=collate,
-                      persistent_workers=False, pin_memory=torch.cuda.is_available(),
+    return DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=num_workers,
+                      collate_fn=collate, persistent_workers=False, pin_memory=torch.cuda.is_available(),
                       generator=torch.Generator().manual_seed(seed))
 
 
