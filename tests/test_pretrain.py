@@ -37,6 +37,7 @@ def test_every_method_trains_and_writes_a_safe_encoder(method, synth_clips, tmp_
         assert metrics["train"] == {"steps": 0}
     else:
         assert metrics["step"] == 3 and metrics["train"]["loss"] > 0 and metrics["img_per_s"] > 0
+        assert 0 < metrics["loader_wait"] < 1  # loading in the training process: a share of every step
         if method in {"clp", "cir"}:
             assert {"self", "swap", "cycle"} <= set(metrics["train"])
 
