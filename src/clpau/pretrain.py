@@ -196,15 +196,16 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
     bar = tqdm(total=p.max_steps, initial=step, desc=f"pretrain {desc}", unit="step",
                disable=not progress or fabric.global_rank != 0)
     t_last, n_last = time.perf_counter(), step
-    waited = [0.0]  # seconds spent waiting for the loader: its share of each logging window is `loader_wait`
-    wait_last = 0.0
+    waited = 0.0  # seconds this logging window spent waiting for the loader
     # the latest value of each loss term: CIR's terms exist only on every cir_every-th step, which need not be a
     # logging step (cir_every 8, log_every 10: never)
     latest: dict[str, torch.Tensor] = {}
     epoch = step // max(len(loader), 1)
     while step < p.max_steps:
         dataset.set_epoch(epoch)
-        for batch_data in _timed(loader, waited):
+        t_ready = time.perf_counter()  # the step is ready for its next batch
+        for batch_data in loader:
+            waited += time.perf_counter() - t_ready
             if step >= p.max_steps:
                 break
             for group in optimizer.param_groups:
@@ -222,8 +223,8 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
                 live.log_metric("img_per_s", images_per_step * (step - n_last) / max(now - t_last, 1e-9))
                 # the share of the time spent waiting for batches: with num_workers 0 the loading itself; with
                 # workers (a GPU machine) anything well above 0 means the trainer starves — add workers
-                live.log_metric("loader_wait", (waited[0] - wait_last) / max(now - t_last, 1e-9))
-                t_last, n_last, wait_last = now, step, waited[0]
+                live.log_metric("loader_wait", waited / max(now - t_last, 1e-9))
+                t_last, n_last, waited = now, step, 0.0
                 live.log_metric("lr", lr_at(step - 1, p))
                 for k, v in latest.items():
                     live.log_metric(f"train/{k}", float(v))
@@ -234,23 +235,12 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
                 fabric.save(tmp, state)
                 if fabric.global_rank == 0:
                     os.replace(tmp, ckpt_path)
+            t_ready = time.perf_counter()
         epoch += 1
     bar.close()
     if live is not None:
         live.end()
     return step, resumed
-
-
-def _timed(loader, waited: list[float]):
-    """The loader's batches, adding the time spent waiting for each to waited[0]."""
-    batches = iter(loader)
-    while True:
-        t0 = time.perf_counter()
-        batch = next(batches, None)
-        waited[0] += time.perf_counter() - t0
-        if batch is None:
-            return
-        yield batch
 
 
 def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: BenchmarkParams | None = None) -> dict:
