@@ -9,9 +9,10 @@ Goal (issue 4): the clp step at >= 0.7x the supervised step's img/s; the loader 
 `forward-only` row is the cost of a second view without gradients (MoCo's and TCL's keys), and with it the ceiling
 no two-view method can pass on this device.
 
-Every method is timed once per round, rounds interleaved, and the median round is reported: on a shared machine the
+Methods take turns step by step, so the steps compared run within a second of each other: on a shared machine the
 speed drifts by tens of percent within a minute, and timing one method after another turned that drift into ratios
-that moved by ±0.1 between runs.
+that moved by ±0.1 between runs. A round is `--steps` steps of every method; img/s is the median round, a ratio the
+median over rounds of the method's rate over the supervised step's rate in the same round, with the rounds' range.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16,
                     help="timed steps per method and round; rounded up to a multiple of cir_every, so that every "
                          "round of clp holds its share of CIR steps exactly")
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds; the median is reported")
     ap.add_argument("--backbone", default=None)
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--batch-clips", type=int, default=None)
@@ -138,16 +139,24 @@ def main() -> None:
         profile(steps[args.profile], args.device)
     times = {name: [] for name in steps}
     for _ in range(args.rounds):
-        for name, step in steps.items():
-            times[name].append(seconds(step, args.steps, args.device))
+        spent = dict.fromkeys(steps, 0.0)
+        for _ in range(args.steps):  # one step of each method in turn: the steps compared run within a second
+            for name, step in steps.items():
+                spent[name] += seconds(step, 1, args.device)
+        for name, total in spent.items():
+            times[name].append(total / args.steps)
     rates = {name: images / statistics.median(ts) for name, ts in times.items()}
-    sup = rates["supervised"]
+    # each ratio from the same round's supervised time, seconds apart: the machine's drift cancels in the pair
+    sup = times["supervised"]
+    ratios = {name: sorted(s / t for s, t in zip(sup, ts, strict=True)) for name, ts in times.items()}
     for name, v in rates.items():
         spread = f"{images / max(times[name]):.0f}-{images / min(times[name]):.0f}"
-        print(f"  {name:<12} {v:7.0f} img/s  (rounds {spread})  {v / sup:.2f}x supervised")
-    fwd = rates["forward-only"]
+        r = ratios[name]
+        print(f"  {name:<12} {v:7.0f} img/s  (rounds {spread})  {statistics.median(r):.2f}x supervised "
+              f"(rounds {r[0]:.2f}-{r[-1]:.2f})")
+    ceiling = statistics.median(s / (s + f) for f, s in zip(times["forward-only"], sup, strict=True))
     print(f"  ceiling for a method with a gradient-free second view (supervised step + one forward): "
-          f"{fwd / (fwd + sup):.2f}x supervised")
+          f"{ceiling:.2f}x supervised")
     if args.no_loader:
         return
     ds = ClipDataset(p.data, clip_len=t, size=s)
