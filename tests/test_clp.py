@@ -137,19 +137,29 @@ def test_clp_forward_backward_and_queue():
     assert out["logits"].shape == (8, 4 + 12) and torch.isinf(out["logits"][:, 4:]).all()
 
 
-def test_cir_every_skips_cir_but_keeps_every_parameter_in_the_graph():
+def test_cir_every_skips_cir_and_the_optimizer_leaves_its_networks_alone_in_between():
     torch.manual_seed(0)
     net = CLP(resnet_small(), 256, dim=16, queue_size=12, id_dim=8, decoder_size=16, cir_every=2,
               lambdas=(1, .5, .5, .5))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.1)
     x = torch.randn(2, 4, 3, 64, 64)
     other = torch.randn(2, 3, 64, 64)
     first = net(x, x, torch.tensor([0, 1]), other)
+    assert "self" in first and "id" in first
+    first["loss"].backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    cir_nets = [*net.decoder.parameters(), *net.identity_encoder.parameters()]
+    after_cir = [p.detach().clone() for p in cir_nets]
+    encoder_before = [p.detach().clone() for p in net.encoder.parameters()]
     second = net(x, x, torch.tensor([2, 3]), other)
-    assert "self" in first and "id" in first and "self" not in second
+    assert "self" not in second
     second["loss"].backward()
-    # DDP without find_unused_parameters needs a gradient (here zero) for the CIR networks on a skipped step
-    grads = [p.grad for p in net.decoder.parameters()]
-    assert all(g is not None and g.abs().sum() == 0 for g in grads)
+    opt.step()
+    # no gradient for CIR's networks on a skipped step: AdamW moves them neither by momentum nor by weight decay
+    assert all(p.grad is None for p in cir_nets)
+    assert all(torch.equal(p, q) for p, q in zip(cir_nets, after_cir, strict=True))
+    assert not all(torch.equal(p, q) for p, q in zip(net.encoder.parameters(), encoder_before, strict=True))
     assert "self" in net(x, x, torch.tensor([4, 5]), other)
 
 

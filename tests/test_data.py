@@ -51,8 +51,14 @@ def test_the_one_pass_colour_jitter_is_the_step_by_step_one():
     x = torch.rand(4, 3, 24, 24).contiguous(memory_format=torch.channels_last)
     greys = blurs = 0
     for seed in range(80):
+        want = _colour_one_op_at_a_time(x, np.random.default_rng(seed))
         got = colour_jitter(x.clone(), np.random.default_rng(seed))
-        assert torch.allclose(got, _colour_one_op_at_a_time(x, np.random.default_rng(seed)), atol=1e-5), seed
+        assert torch.allclose(got, want, atol=1e-5), seed
+        # with the normalisation folded in, written into a given tensor
+        out = torch.empty(4, 3, 24, 24)
+        normalised = colour_jitter(x.clone(), np.random.default_rng(seed), mean=0.5, std=0.25, out=out)
+        assert normalised.data_ptr() == out.data_ptr()
+        assert torch.allclose(normalised, (want - 0.5) / 0.25, atol=4e-5), seed
         draws = np.random.default_rng(seed).random(5)  # b, c, s, then the greyscale and blur coins
         greys, blurs = greys + (draws[3] < 0.1), blurs + (draws[4] < 0.3)
     assert greys and blurs  # both rare branches were compared

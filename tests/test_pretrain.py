@@ -67,8 +67,9 @@ def test_cir_terms_are_logged_when_no_logging_step_is_a_cir_step(synth_clips, tm
 
 def test_ddp_two_cpu_processes_share_one_queue(synth_clips, tmp_path):
     """The same command under DDP: Fabric starts a second process (gloo on CPU here, NCCL on GPUs), each rank
-    trains on its share of the clips, and the queue gathers the keys of both ranks."""
-    p = _params(tmp_path, synth_clips, method="clp", max_steps=2, accelerator="cpu", devices=2, strategy="ddp")
+    trains on its share of the clips, and the queue gathers the keys of both ranks. Step 1 trains CIR, step 2 leaves
+    its networks without a gradient, and step 3 is where DDP would fail if it did not expect that."""
+    p = _params(tmp_path, synth_clips, method="clp", max_steps=3, accelerator="cpu", devices=2, strategy="ddp")
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump({"pretrain": p.model_dump(mode="json")}))
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1"}
@@ -76,13 +77,13 @@ def test_ddp_two_cpu_processes_share_one_queue(synth_clips, tmp_path):
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     metrics = json.loads((p.live_dir / "metrics.json").read_text())
-    # 2 steps x 4 clips x 4 frames = 32 keys per rank: a 64-slot queue is full only if both ranks' keys are in it
-    assert metrics["step"] == 2 and metrics["train"]["queue_fill"] == pytest.approx(1.0)
-    single = _params(tmp_path / "one", synth_clips, method="clp", max_steps=2, accelerator="cpu")
+    # 3 steps x 4 clips x 4 frames = 48 keys per rank: a 64-slot queue is full only if both ranks' keys are in it
+    assert metrics["step"] == 3 and metrics["train"]["queue_fill"] == pytest.approx(1.0)
+    single = _params(tmp_path / "one", synth_clips, method="clp", max_steps=3, accelerator="cpu")
     run_pretrain(single, progress=False, log=lambda *_: None)
-    assert json.loads((single.live_dir / "metrics.json").read_text())["train"]["queue_fill"] == pytest.approx(0.5)
+    assert json.loads((single.live_dir / "metrics.json").read_text())["train"]["queue_fill"] == pytest.approx(0.75)
     net, meta = load_encoder(p.out_dir / "encoder.pt")
-    assert meta["step"] == 2
+    assert meta["step"] == 3
 
 
 def test_kill_and_resume_from_checkpoint(synth_clips, tmp_path):

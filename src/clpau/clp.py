@@ -328,11 +328,8 @@ class CLP(nn.Module):
         cir_now = self.use_cir and self._calls % self.cir_every == 0
         self._calls += 1
         self.steps += 1
-        if self.use_cir and not cir_now:
-            # a step without CIR: its networks take part with zero weight, so DDP (which expects a gradient for
-            # every parameter) needs no find_unused_parameters
-            idle = sum(p.sum() for m in (self.identity_encoder, self.decoder) for p in m.parameters())
-            total = total + 0.0 * idle
+        # a step without CIR leaves its networks out of the graph: no gradient, so the optimizer leaves them alone
+        # until the next CIR step (under DDP, pretrain.py lets parameters go without a gradient)
         if cir_now:
             if other_identity is None:
                 raise ValueError("CIR needs a frame of another identity per clip (other_identity)")

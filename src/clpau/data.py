@@ -78,8 +78,9 @@ class ClipDataset(_ShardDataset):
         return len(self.clips)
 
     def frames(self, i: int, offset: int = 0) -> np.ndarray:
+        """(T, S0, S0, 3) uint8 frames of clip i from `offset` on: a view of the memory map, not a copy."""
         start = self.start_row[i] + offset
-        return np.array(self._shard(self.shard_path[i])[start: start + self.span: self.stride])  # owned copy
+        return self._shard(self.shard_path[i])[start: start + self.span: self.stride]
 
     def __getitem__(self, i: int) -> dict:
         return {k: v[0] for k, v in self.__getitems__([i]).items()}
@@ -94,12 +95,12 @@ class ClipDataset(_ShardDataset):
         for n, i in enumerate(indices):
             rng = np.random.default_rng((self.seed, self._epoch, i))
             offset = int(rng.integers(0, self.n_frames[i] - self.span + 1)) if self.augment else 0
-            clip = torch.from_numpy(self.frames(i, offset)).permute(0, 3, 1, 2)  # (T, 3, S0, S0) uint8
+            clip = self.frames(i, offset)
             # a frame of someone else: what cross-identity reconstruction swaps in
             j = int(rng.integers(len(self)))
             while self.identity[j] == self.identity[i] and len(self.identity_index) > 1:
                 j = int(rng.integers(len(self)))
-            other = torch.from_numpy(self.frames(j, 0)[0]).permute(2, 0, 1)[None]
+            other = self.frames(j, 0)[:1]
             for key, x in (("view_q", clip), ("view_k", clip), ("other", other)):  # each its own augmentation
                 augment_view(x, rng, s, self.augment, self.frame_jitter, out=out[key][n])
         out["other"] = out["other"][:, 0]
@@ -112,71 +113,81 @@ def collate(batch):
     return batch if isinstance(batch, dict) else default_collate(batch)
 
 
-def augment_view(x: torch.Tensor, rng: np.random.Generator | None, size: int, augment: bool,
+def augment_view(frames: np.ndarray, rng: np.random.Generator | None, size: int, augment: bool,
                  frame_jitter: float = 0.0, out: torch.Tensor | None = None) -> torch.Tensor:
-    """One augmentation for all frames of x (N, 3, S0, S0) uint8 -> (N, 3, size, size) normalised float (written
-    into `out` when given); each frame also moves by its own up to ±frame_jitter·S0 px."""
-    s0 = x.shape[-1]
+    """One augmentation for all of `frames` (N, S0, S0, 3) uint8 — the shards' layout; a memory map will do — ->
+    (N, 3, size, size) normalised float (written into `out` when given); each frame also moves by its own up to
+    ±frame_jitter·S0 px."""
+    s0 = frames.shape[1]
     if augment:
         scale = rng.uniform(0.85, 1.0)
         side = max(8, int(round(s0 * scale)))
         top = int(rng.integers(0, s0 - side + 1))
         left = int(rng.integers(0, s0 - side + 1))
         j = int(round(frame_jitter * s0))
-        if j and len(x) > 1:
-            dy = np.clip(top + rng.integers(-j, j + 1, len(x)), 0, s0 - side)
-            dx = np.clip(left + rng.integers(-j, j + 1, len(x)), 0, s0 - side)
-            # cropped in (N, H, W, C) order: the stack is then already the channels_last layout the resize wants
-            frames = x.permute(0, 2, 3, 1)
-            x = torch.stack([f[a: a + side, b: b + side] for f, a, b in zip(frames, dy, dx, strict=True)])
-            x = x.permute(0, 3, 1, 2)
+        if j and len(frames) > 1:
+            dy = np.clip(top + rng.integers(-j, j + 1, len(frames)), 0, s0 - side)
+            dx = np.clip(left + rng.integers(-j, j + 1, len(frames)), 0, s0 - side)
+            # cropped in numpy: a slice there costs a fraction of a torch call's overhead
+            frames = np.stack([f[a: a + side, b: b + side] for f, a, b in zip(frames, dy, dx, strict=True)])
         else:
-            x = x[..., top: top + side, left: left + side]
-    # resized while still uint8 and channels_last: torch's SIMD antialiasing path, 5x faster than on floats; then
-    # float and back to the plain layout in one copy
-    x = x.contiguous(memory_format=torch.channels_last)
+            frames = frames[:, top: top + side, left: left + side]
+    # (N, H, W, 3) seen as (N, 3, H, W) is the channels_last layout: the uint8 resize then takes torch's SIMD
+    # antialiasing path, 5x faster than on floats; float and back to the plain layout follow in one copy. (A copy
+    # only where numpy must make one: a read-only memory map is never handed to torch.)
+    x = torch.from_numpy(np.require(frames, np.uint8, ["C", "W"])).permute(0, 3, 1, 2)
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     x = x.to(torch.float32, memory_format=torch.contiguous_format)
-    x = colour_jitter(x, rng, scale=1 / 255) if augment else x.div_(255)
-    return torch.sub(x, MEAN, out=out).div_(STD)
+    if augment:  # the normalisation is folded into the colour matrix: no passes of its own
+        return colour_jitter(x, rng, scale=1 / 255, mean=MEAN, std=STD, out=out)
+    return torch.mul(x, 1 / (255 * STD), out=x if out is None else out).sub_(MEAN / STD)
 
 
 LUMA = (0.299, 0.587, 0.114)  # they sum to 1
 
 
-def colour_jitter(x: torch.Tensor, rng: np.random.Generator, scale: float = 1.0) -> torch.Tensor:
+def colour_jitter(x: torch.Tensor, rng: np.random.Generator, scale: float = 1.0, mean: float = 0.0,
+                  std: float = 1.0, out: torch.Tensor | None = None) -> torch.Tensor:
     """Saturation, contrast, brightness (each ×0.7–1.3), greyscale (p 0.1), a 3x3 binomial blur (p 0.3), clipped to
-    [0, 1]; one draw for all frames of x (N, 3, S, S), whose values times `scale` lie in [0, 1] (uint8 values:
-    1/255) — the scaling is folded into the colour matrix rather than a pass of its own.
+    [0, 1], then normalised, (y − mean) / std; one draw for all frames of x (N, 3, S, S), whose values times `scale`
+    lie in [0, 1] (uint8 values: 1/255). Written into `out` (N, 3, S, S) when given.
 
     Saturation, contrast, brightness and greyscale are each linear in a pixel's colour: together they are one 3x3
-    matrix and an offset per frame, applied in one pass (1.4x faster loading than one pass each)."""
+    matrix and an offset per frame, applied in one pass (1.4x faster loading than one pass each). The input's
+    scale and the normalisation are affine too, so they are folded into the same matrix and offset, and the clip
+    to [0, 1] becomes one to [−mean/std, (1 − mean)/std]."""
     b, c, s = rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3)
     grey, blur = rng.random() < 0.1, rng.random() < 0.3
-    to_grey = torch.tensor(LUMA).expand(3, 3)
-    sat = s * torch.eye(3) + (1 - s) * to_grey  # x + (1 − s)·(grey − x)
-    mean = (x.mean((2, 3)) @ sat.T).mean(1) * scale  # per frame: the saturated image's mean, which contrast keeps
-    mix = b * c * scale * sat  # then x' = b·(c·(sat·x − mean) + mean)
+    # the 3x3 algebra in numpy: a dozen torch calls on 3x3 tensors cost more than the pass over the pixels
+    to_grey = np.broadcast_to(LUMA, (3, 3))
+    sat = s * np.eye(3) + (1 - s) * to_grey  # x + (1 − s)·(grey − x)
+    mix = b * c * scale * sat  # then x' = b·(c·(sat·x − frame_mean) + frame_mean)
     if grey:
         mix = to_grey @ mix  # the offset stays: grey(offset, offset, offset) = offset
-    offset = b * (1 - c) * mean
+    gain, shift = b * (1 - c) / std, -mean / std  # offset' = (b·(1 − c)·frame_mean − mean) / std
+    mix = mix / std
     if blur:  # the blur's weights sum to 16: its division folded in here too
-        mix, offset = mix / 16, offset / 16
+        mix, gain, shift = mix / 16, gain / 16, shift / 16
+    # per frame: the saturated image's mean, which contrast keeps: mean over channels of sat·(channel means)
+    weights = torch.from_numpy((sat.mean(0) * scale * gain).astype(np.float32))
+    offset = torch.mv(x.mean((2, 3)), weights).add_(shift)
     n, _, h, w = x.shape
-    x = torch.baddbmm(offset[:, None, None].expand(n, 3, 1), mix.expand(n, 3, 3), x.contiguous().view(n, 3, h * w))
-    x = x.view(n, 3, h, w)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format) if out is None else out
+    coloured = out if not blur else torch.empty_like(out)
+    torch.baddbmm(offset[:, None, None].expand(n, 3, 1), torch.from_numpy(mix.astype(np.float32)).expand(n, 3, 3),
+                  x.contiguous().view(n, 3, h * w), out=coloured.view(n, 3, h * w))
     if blur:
-        x = _binomial_sum(x)
-    return x.clamp_(0, 1)
+        _binomial_sum(coloured, out=out)
+    return out.clamp_(-mean / std, (1 - mean) / std)
 
 
-def _binomial_sum(x: torch.Tensor) -> torch.Tensor:
+def _binomial_sum(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """16 × the 3x3 binomial blur ([1 2 1] in each direction, edges replicated), as two separable passes of shifted
     adds: a depthwise convolution of the same kernel was the loader's single largest cost."""
     x = F.pad(x, (1, 1, 0, 0), mode="replicate")
     x = torch.add(x[..., :-2], x[..., 2:]).add_(x[..., 1:-1], alpha=2)
     x = F.pad(x, (0, 0, 1, 1), mode="replicate")
-    return torch.add(x[..., :-2, :], x[..., 2:, :]).add_(x[..., 1:-1, :], alpha=2)
+    return torch.add(x[..., :-2, :], x[..., 2:, :], out=out).add_(x[..., 1:-1, :], alpha=2)
 
 
 class LabelledFrames(_ShardDataset):
@@ -196,6 +207,7 @@ class LabelledFrames(_ShardDataset):
         return len(self.row)
 
     def __getitem__(self, i: int) -> dict:
-        img = torch.from_numpy(np.array(self._shard(self.shard[i])[self.row[i]])).permute(2, 0, 1)[None]
+        frame = self._shard(self.shard[i])[self.row[i]: self.row[i] + 1]
         rng = np.random.default_rng((self.seed, self._epoch, i))
-        return {"image": augment_view(img, rng, self.size, self.augment)[0], "labels": torch.from_numpy(self.labels[i])}
+        return {"image": augment_view(frame, rng, self.size, self.augment)[0],
+                "labels": torch.from_numpy(self.labels[i])}

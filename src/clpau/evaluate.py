@@ -54,8 +54,7 @@ def encode(net: torch.nn.Module, crops: np.ndarray, image_size: int, batch_size:
     net.eval()
     out = []
     for i in range(0, len(crops), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(crops[i: i + batch_size])).permute(0, 3, 1, 2)
-        out.append(net(augment_view(x, None, image_size, augment=False)).float().numpy())
+        out.append(net(augment_view(crops[i: i + batch_size], None, image_size, augment=False)).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 

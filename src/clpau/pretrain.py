@@ -248,6 +248,10 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
     from lightning_fabric import Fabric
 
     fabric = Fabric(accelerator=p.accelerator, devices=p.devices, precision=p.precision, strategy=p.strategy)
+    if fabric.world_size > 1 and p.strategy in ("auto", "ddp") and p.method == "clp" and p.cir_every > 1:
+        # CIR's networks sit out the steps between CIR steps, and DDP must expect parameters without a gradient
+        fabric = Fabric(accelerator=p.accelerator, devices=p.devices, precision=p.precision,
+                        strategy="ddp_find_unused_parameters_true")
     fabric.launch()
     fabric.seed_everything(p.seed)
     encoder_path = p.out_dir / "encoder.pt"
