@@ -1,7 +1,7 @@
 """Pretraining throughput: img/s of one training step for `clp`, `simclr` and `supervised` (same backbone, same
 images per step), and the data loader's own frames/s (needs `make repro` for data/clips/synth_pretrain).
 
-    python bench/pretrain.py [--steps 10] [--rounds 5] [--backbone resnet_small]
+    python bench/pretrain.py [--steps 16] [--rounds 7] [--backbone resnet_small]
     python bench/pretrain.py --device cuda --backbone resnet18 --image-size 112 --batch-clips 64 --no-loader
     python bench/pretrain.py --no-loader --profile clp      # and where the clp step's time goes, by operator
 
@@ -13,11 +13,14 @@ Methods take turns step by step, so the steps compared run within a second of ea
 speed drifts by tens of percent within a minute, and timing one method after another turned that drift into ratios
 that moved by ±0.1 between runs. A round is `--steps` steps of every method; img/s is the median round, a ratio the
 median over rounds of the method's rate over the supervised step's rate in the same round, with the rounds' range.
+The loader (the training run's dataset, augmentations and all) is paired the same way with clp steps: a round is
+`--steps` clp steps, then `--steps` batches.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -159,20 +162,33 @@ def main() -> None:
           f"{ceiling:.2f}x supervised")
     if args.no_loader:
         return
-    ds = ClipDataset(p.data, clip_len=t, size=s)
-    for workers in (0, 2):  # 0: in the training process (the CPU default), 2: two loader processes
-        loader, n, t0 = epoch_loader(ds, b, workers, 0), 0, None
-        for i, batch in enumerate(loader):  # the first batches start the workers; the clock starts after them
-            if i == 2:
-                t0 = time.perf_counter()
-            elif i > 2:
-                n += batch["view_q"].shape[0] * t
-            if i == 2 + 3 * args.steps:
-                break
-        loader_rate = n / (time.perf_counter() - t0)
-        print(f"  loader ({workers} workers): {loader_rate:.0f} frames/s (each with 2 views) = "
-              f"{loader_rate / rates['clp']:.1f}x what the clp step consumes")
+    # the training run's dataset: same frame stride, per-frame jitter and seed
+    ds = ClipDataset(p.data, clip_len=t, stride=p.frame_stride, size=s, seed=p.seed, frame_jitter=p.frame_jitter)
+    batches = endless(ds, b, 0)
+    warm_up(lambda: next(batches))
+    # in the training process (the CPU default): in each round, --steps clp steps and then --steps batches, so that
+    # the two rates compared are taken seconds apart
+    paired = []
+    for _ in range(args.rounds):
+        step = seconds(steps["clp"], args.steps, args.device)
+        paired.append((step, seconds(lambda: next(batches), args.steps, "cpu")))
+    loader_rate = images / statistics.median(load for _, load in paired)
+    r = sorted(step / load for step, load in paired)
+    print(f"  loader (in the training process): {loader_rate:.0f} frames/s (each with 2 views) = "
+          f"{statistics.median(r):.1f}x what the clp step consumes (rounds {r[0]:.1f}-{r[-1]:.1f})")
+    # two loader processes: they load while the clock waits, so they are timed alone (the first batches start them)
+    batches = endless(ds, b, 2)
+    warm_up(lambda: next(batches))
+    loader_rate = images / seconds(lambda: next(batches), 3 * args.steps, "cpu")
+    print(f"  loader (2 worker processes, alone): {loader_rate:.0f} frames/s = "
+          f"{loader_rate / rates['clp']:.1f}x the clp step's median rate")
 
+
+def endless(dataset: ClipDataset, batch: int, workers: int):
+    """Training batches, epoch after epoch, as the training loop draws them."""
+    for epoch in itertools.count():
+        dataset.set_epoch(epoch)
+        yield from epoch_loader(dataset, batch, workers, epoch)
 
 if __name__ == "__main__":
     main()
