@@ -190,5 +190,6 @@ def endless(dataset: ClipDataset, batch: int, workers: int):
         dataset.set_epoch(epoch)
         yield from epoch_loader(dataset, batch, workers, epoch)
 
+
 if __name__ == "__main__":
     main()
