@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from clpau import cli
 from clpau.config import BenchmarkParams, PretrainParams
 from clpau.pretrain import FRAME_METHODS, build_model, fingerprint, load_encoder, run_pretrain
 
@@ -84,6 +85,17 @@ def test_ddp_two_cpu_processes_share_one_queue(synth_clips, tmp_path):
     assert json.loads((single.live_dir / "metrics.json").read_text())["train"]["queue_fill"] == pytest.approx(0.75)
     net, meta = load_encoder(p.out_dir / "encoder.pt")
     assert meta["step"] == 3
+
+
+def test_a_ddp_strategy_that_cannot_skip_parameters_is_refused_before_any_process_starts(synth_clips, tmp_path,
+                                                                                          capsys):
+    p = _params(tmp_path, synth_clips, method="clp", accelerator="cpu", devices=2, strategy="ddp_spawn")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"pretrain": p.model_dump(mode="json")}))
+    assert cli.main(["--params", str(params_file), "pretrain", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "pretrain.strategy: 'ddp_spawn'" in err and "cir_every 8" in err
+    assert not (p.out_dir / "checkpoints").exists()
 
 
 def test_kill_and_resume_from_checkpoint(synth_clips, tmp_path):

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from .backbone import build_backbone
 from .clp import CLP, Projector
-from .config import BenchmarkParams, PretrainParams
+from .config import BenchmarkParams, ConfigError, PretrainParams
 from .data import ClipDataset, collate
 from .fileio import atomic_path
 from .simclr import nt_xent
@@ -248,8 +248,12 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
     from lightning_fabric import Fabric
 
     fabric = Fabric(accelerator=p.accelerator, devices=p.devices, precision=p.precision, strategy=p.strategy)
-    if fabric.world_size > 1 and p.strategy in ("auto", "ddp") and p.method == "clp" and p.cir_every > 1:
+    if fabric.world_size > 1 and p.method == "clp" and p.cir_every > 1:
         # CIR's networks sit out the steps between CIR steps, and DDP must expect parameters without a gradient
+        if p.strategy not in ("auto", "ddp", "ddp_find_unused_parameters_true"):
+            raise ConfigError(f"pretrain.strategy: {p.strategy!r} on {fabric.world_size} processes cannot train clp "
+                             f"with cir_every {p.cir_every} (CIR's networks get no gradient between CIR steps); use "
+                             "auto, ddp or ddp_find_unused_parameters_true, or cir_every: 1")
         fabric = Fabric(accelerator=p.accelerator, devices=p.devices, precision=p.precision,
                         strategy="ddp_find_unused_parameters_true")
     fabric.launch()
