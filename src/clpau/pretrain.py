@@ -247,15 +247,15 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
     """Train `p.method` and write the encoder; `bench` (the labelled benchmark) is used by `supervised` only."""
     from lightning_fabric import Fabric
 
-    fabric = Fabric(accelerator=p.accelerator, devices=p.devices, precision=p.precision, strategy=p.strategy)
+    where = {"accelerator": p.accelerator, "devices": p.devices, "precision": p.precision}
+    fabric = Fabric(**where, strategy=p.strategy)
     if fabric.world_size > 1 and p.method == "clp" and p.cir_every > 1:
         # CIR's networks sit out the steps between CIR steps, and DDP must expect parameters without a gradient
         if p.strategy not in ("auto", "ddp", "ddp_find_unused_parameters_true"):
             raise ConfigError(f"pretrain.strategy: {p.strategy!r} on {fabric.world_size} processes cannot train clp "
                              f"with cir_every {p.cir_every} (CIR's networks get no gradient between CIR steps); use "
                              "auto, ddp or ddp_find_unused_parameters_true, or cir_every: 1")
-        fabric = Fabric(accelerator=p.accelerator, devices=p.devices, precision=p.precision,
-                        strategy="ddp_find_unused_parameters_true")
+        fabric = Fabric(**where, strategy="ddp_find_unused_parameters_true")
     fabric.launch()
     fabric.seed_everything(p.seed)
     encoder_path = p.out_dir / "encoder.pt"
