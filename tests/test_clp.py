@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clpau.backbone import resnet18, resnet_small
+from clpau.backbone import max_pool_3x3_s2, resnet18, resnet_small
 from clpau.clp import CLP, cir_losses, tcl_loss, temporal_margin
 
 
@@ -270,3 +270,14 @@ def test_without_a_working_compiler_the_keys_run_uncompiled():
     torch._dynamo.reset()
     for a, b in zip(got, _steps_of(eager), strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 64, 64), (2, 3, 7, 9), (1, 2, 1, 1), (3, 5, 33, 32)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_gradient_free_bf16_max_pool_equals_torchs(shape, layout):
+    torch.manual_seed(0)
+    x = torch.randn(shape).to(torch.bfloat16).contiguous(memory_format=layout)
+    with torch.no_grad():
+        pooled = max_pool_3x3_s2(x)
+    assert torch.equal(pooled, F.max_pool2d(x, 3, 2, 1))
+    assert pooled.is_contiguous(memory_format=layout) or min(pooled.shape[-2:]) == 1
