@@ -30,7 +30,7 @@ import torch
 from clpau.backbone import build_backbone
 from clpau.config import load_params
 from clpau.data import ClipDataset
-from clpau.pretrain import Supervised, adamw, build_model, epoch_loader
+from clpau.pretrain import Supervised, adamw, build_model, epoch_loader, reuse_freed_memory
 
 
 def training_step(model, batch: dict, run: Callable, device: str) -> Callable[[], None]:
@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--profile", metavar="METHOD", default=None,
                     help="also print the torch profiler's top operators of 3 steps of METHOD (e.g. clp, supervised)")
     args = ap.parse_args()
+    reuse_freed_memory()  # as `clpau pretrain` does
     p = load_params().pretrain
     updates = {"backbone": args.backbone, "image_size": args.image_size, "batch_clips": args.batch_clips}
     p = p.model_copy(update={k: v for k, v in updates.items() if v is not None})

@@ -12,10 +12,12 @@ resumes from the last checkpoint; a finished run is not redone.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -98,6 +100,26 @@ def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
     params = [q for q in params if q.requires_grad]
     fused = all(q.device.type in ("cpu", "cuda") for q in params) or None  # elsewhere: torch's default
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+
+
+def reuse_freed_memory() -> bool:
+    """Have glibc's malloc keep the memory a training step frees for the next step, rather than hand it back to the
+    kernel and fault it in again page by page. Returns whether the setting took (glibc on Linux only).
+
+    A step allocates and frees megabytes of activations. By default glibc returns free memory above 32 MiB at the
+    top of its heap to the kernel (its trim threshold follows its mmap threshold, at most 32 MiB), and the next
+    step's first writes fault it back in: 8,800 page faults and 14 ms of kernel time per tcl step on this 2-core CPU,
+    3,200 per supervised step. Fixed thresholds (blocks up to 32 MiB from the heap, trim only above 1 GiB free)
+    bring both to under 200 (`clpau pretrain`, 200 steps: 1439 / 1447 -> 1525 / 1496 img/s). The process keeps its
+    peak heap for its lifetime, which a training run reaches every step anyway."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl, say): leave its allocator alone
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def lr_at(step: int, p: PretrainParams) -> float:
@@ -247,6 +269,7 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
     """Train `p.method` and write the encoder; `bench` (the labelled benchmark) is used by `supervised` only."""
     from lightning_fabric import Fabric
 
+    reuse_freed_memory()
     where = {"accelerator": p.accelerator, "devices": p.devices, "precision": p.precision}
     fabric = Fabric(**where, strategy=p.strategy)
     if fabric.world_size > 1 and p.method == "clp" and p.cir_every > 1:
