@@ -108,10 +108,10 @@ def reuse_freed_memory() -> bool:
 
     A step allocates and frees megabytes of activations. By default glibc returns free memory above 32 MiB at the
     top of its heap to the kernel (its trim threshold follows its mmap threshold, at most 32 MiB), and the next
-    step's first writes fault it back in: 8,800 page faults and 14 ms of kernel time per tcl step on this 2-core CPU,
-    3,200 per supervised step. Fixed thresholds (blocks up to 32 MiB from the heap, trim only above 1 GiB free)
-    bring both to under 200 (`clpau pretrain`, 200 steps: 1439 / 1447 -> 1525 / 1496 img/s). The process keeps its
-    peak heap for its lifetime, which a training run reaches every step anyway."""
+    step's first writes fault it back in: 4,600-8,800 page faults and 9-14 ms of kernel time per tcl step on this
+    2-core CPU, 3,200-3,700 per supervised step. Fixed thresholds (blocks up to 32 MiB from the heap, trim only
+    above 1 GiB free) bring both to under 200 (`clpau pretrain`, 200 steps: 1439 / 1447 -> 1525 / 1496 img/s). The
+    process keeps its peak heap for its lifetime, which a training run reaches every step anyway."""
     if not sys.platform.startswith("linux"):
         return False
     try:
