@@ -5,9 +5,10 @@ images per step), and the data loader's own frames/s (needs `make repro` for dat
     python bench/pretrain.py --device cuda --backbone resnet18 --image-size 112 --batch-clips 64 --no-loader
     python bench/pretrain.py --no-loader --profile clp      # and where the clp step's time goes, by operator
 
-Goal (issue 4): the clp step at >= 0.7x the supervised step's img/s; the loader >= 5x what the trainer needs. The
-`forward-only` row is the cost of a second view without gradients (MoCo's and TCL's keys), and with it the ceiling
-no two-view method can pass on this device.
+Goal (issue 4): the clp step at >= 0.7x the supervised step's img/s; the loader >= 5x what the trainer needs. Each row
+also gives what the method adds to a supervised step in ms, which moves less than the ratio when the machine's speed
+does. The `forward-only` row is the cost of a second view without gradients (MoCo's and TCL's keys), and with it the
+ceiling no two-view method can pass on this device.
 
 Methods take turns step by step, so the steps compared run within a second of each other: on a shared machine the
 speed drifts by tens of percent within a minute, and timing one method after another turned that drift into ratios
@@ -156,8 +157,10 @@ def main() -> None:
     for name, v in rates.items():
         spread = f"{images / max(times[name]):.0f}-{images / min(times[name]):.0f}"
         r = ratios[name]
+        # what the method adds to a supervised step, in ms: steadier than the ratio when the machine's speed moves
+        extra = statistics.median(1e3 * (t - s) for s, t in zip(sup, times[name], strict=True))
         print(f"  {name:<12} {v:7.0f} img/s  (rounds {spread})  {statistics.median(r):.2f}x supervised "
-              f"(rounds {r[0]:.2f}-{r[-1]:.2f})")
+              f"(rounds {r[0]:.2f}-{r[-1]:.2f}), {extra:+6.1f} ms a step")
     ceiling = statistics.median(s / (s + f) for f, s in zip(times["forward-only"], sup, strict=True))
     print(f"  ceiling for a method with a gradient-free second view (supervised step + one forward): "
           f"{ceiling:.2f}x supervised")
