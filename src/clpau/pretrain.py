@@ -106,9 +106,9 @@ def reuse_freed_memory() -> bool:
     """Have glibc's malloc keep the memory a training step frees for the next step, rather than hand it back to the
     kernel and fault it in again page by page. Returns whether the setting took (glibc on Linux only).
 
-    A step allocates and frees megabytes of activations. By default glibc returns free memory above 32 MiB at the
-    top of its heap to the kernel (its trim threshold follows its mmap threshold, at most 32 MiB), and the next
-    step's first writes fault it back in: 4,600-8,800 page faults and 9-14 ms of kernel time per tcl step on this
+    A step allocates and frees megabytes of activations. By default glibc hands the free top of its heap back to the
+    kernel once it exceeds twice the mmap threshold (which follows the largest block freed, up to 32 MiB), and the
+    next step's first writes fault it back in: 4,600-8,800 page faults and 9-14 ms of kernel time per tcl step on this
     2-core CPU, 3,200-3,700 per supervised step. Fixed thresholds (blocks up to 32 MiB from the heap, trim only
     above 1 GiB free) bring both to under 200 (`clpau pretrain`, 200 steps: 1439 / 1447 -> 1525 / 1496 img/s). The
     process keeps its peak heap for its lifetime, which a training run reaches every step anyway."""
