@@ -164,6 +164,12 @@ def main() -> None:
     ceiling = statistics.median(s / (s + f) for f, s in zip(times["forward-only"], sup, strict=True))
     print(f"  ceiling for a method with a gradient-free second view (supervised step + one forward): "
           f"{ceiling:.2f}x supervised")
+    # what clp adds to a step moves little with the machine's speed, the supervised step a lot: say at which speed
+    # of the supervised step clp's ratio reaches 0.7 (S / (S + E) >= 0.7 where S >= 7E/3)
+    extra = statistics.median(t - s for s, t in zip(sup, times["clp"], strict=True))
+    print(f"  clp adds {1e3 * extra:.1f} ms a step: 0.7x holds while the supervised step takes >= "
+          f"{1e3 * extra * 7 / 3:.1f} ms (<= {images / (extra * 7 / 3):.0f} img/s); in this run it took "
+          f"{1e3 * statistics.median(sup):.1f} ms")
     if args.no_loader:
         return
     # the training run's dataset: same frame stride, per-frame jitter and seed
