@@ -154,22 +154,21 @@ def main() -> None:
     # each ratio from the same round's supervised time, seconds apart: the machine's drift cancels in the pair
     sup = times["supervised"]
     ratios = {name: sorted(s / t for s, t in zip(sup, ts, strict=True)) for name, ts in times.items()}
+    # what each method adds to a supervised step, in ms: steadier than the ratio when the machine's speed moves
+    extra = {name: statistics.median(1e3 * (t - s) for s, t in zip(sup, ts, strict=True)) for name, ts in times.items()}
     for name, v in rates.items():
         spread = f"{images / max(times[name]):.0f}-{images / min(times[name]):.0f}"
         r = ratios[name]
-        # what the method adds to a supervised step, in ms: steadier than the ratio when the machine's speed moves
-        extra = statistics.median(1e3 * (t - s) for s, t in zip(sup, times[name], strict=True))
         print(f"  {name:<12} {v:7.0f} img/s  (rounds {spread})  {statistics.median(r):.2f}x supervised "
-              f"(rounds {r[0]:.2f}-{r[-1]:.2f}), {extra:+6.1f} ms a step")
+              f"(rounds {r[0]:.2f}-{r[-1]:.2f}), {extra[name]:+6.1f} ms a step")
     ceiling = statistics.median(s / (s + f) for f, s in zip(times["forward-only"], sup, strict=True))
     print(f"  ceiling for a method with a gradient-free second view (supervised step + one forward): "
           f"{ceiling:.2f}x supervised")
-    # what clp adds to a step moves little with the machine's speed, the supervised step a lot: say at which speed
-    # of the supervised step clp's ratio reaches 0.7 (S / (S + E) >= 0.7 where S >= 7E/3)
-    extra = statistics.median(t - s for s, t in zip(sup, times["clp"], strict=True))
-    print(f"  clp adds {1e3 * extra:.1f} ms a step: 0.7x holds while the supervised step takes >= "
-          f"{1e3 * extra * 7 / 3:.1f} ms (<= {images / (extra * 7 / 3):.0f} img/s); in this run it took "
-          f"{1e3 * statistics.median(sup):.1f} ms")
+    # what clp adds moves little with the machine's speed, the supervised step a lot: say at which speed of the
+    # supervised step clp's ratio reaches 0.7 (S / (S + E) >= 0.7 where S >= 7E/3)
+    need_ms = extra["clp"] * 7 / 3
+    print(f"  clp adds {extra['clp']:.1f} ms a step: 0.7x holds while the supervised step takes >= {need_ms:.1f} ms "
+          f"(<= {images / need_ms * 1e3:.0f} img/s); in this run it took {1e3 * statistics.median(sup):.1f} ms")
     if args.no_loader:
         return
     # the training run's dataset: same frame stride, per-frame jitter and seed
