@@ -120,13 +120,15 @@ def main() -> None:
             "other": torch.randn(b, 3, s, s)}
     frames = {"q": torch.randn(images, 1, 3, s, s), "k": torch.randn(images, 1, 3, s, s),
               "ids": torch.arange(images), "other": None}
-    schedules = [n for n in (2, 4, 8) if n != p.cir_every]
+    schedules = [n for n in (2, 4, 8, 16) if n != p.cir_every]
     print(f"  (clp: params.yaml's CIR schedule, cir_every {p.cir_every}, cir_frames {p.cir_frames}; "
           f"clp-everyN: CIR on every Nth step instead; clp-full: CIR on every step, on 2 frames per clip; "
-          f"clp-compiled: with compile_keys)")
+          f"clp-compiled: with compile_keys; clp-8x1-4096: the defaults up to f1fbef8: CIR on every 8th step "
+          f"on 1 frame per clip, a queue of 4096)")
     steps = {}
     variants = [("clp", clip, {"compile_keys": False}), ("clp-compiled", clip, {"compile_keys": True})]
     variants += [(f"clp-every{n}", clip, {"cir_every": n}) for n in schedules]
+    variants.append(("clp-8x1-4096", clip, {"cir_every": 8, "cir_frames": 1, "queue_size": 4096}))
     for name, batch, update in (*variants, ("clp-full", clip, {"cir_every": 1, "cir_frames": 2}),
                                 ("tcl", clip, {}), ("cir", clip, {}), ("simclr", frames, {}), ("moco", frames, {})):
         model = build_model(p.model_copy(update={"method": name.split("-")[0], **update})).train()

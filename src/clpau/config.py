@@ -145,7 +145,7 @@ class PretrainParams(_Section):
     log_every: int = Field(10, ge=1)
     seed: int = 0
     dim: int = Field(128, ge=8)
-    queue_size: int = Field(4096, ge=16)
+    queue_size: int = Field(2048, ge=16)
     momentum: float = Field(0.99, gt=0, lt=1)
     tau: float = Field(0.1, gt=0)
     m_max: float = Field(0.3, ge=0)
@@ -157,7 +157,7 @@ class PretrainParams(_Section):
     lambda_cycle: float = Field(0.5, ge=0)
     lambda_id: float = Field(0.0, ge=0, description="weight of L_id: the swapped image must carry the other identity")
     decoder_size: int = Field(32, ge=8)
-    cir_frames: int = Field(1, ge=1, description="frames per clip that cross-identity reconstruction uses")
+    cir_frames: int = Field(2, ge=1, description="frames per clip that cross-identity reconstruction uses")
     negatives: Literal["all", "same_person"] = Field(
         "all", description="queue negatives: every other clip, or only the anchor's own person's other clips")
     key_encoder: Literal["momentum", "online"] = Field(
@@ -165,7 +165,7 @@ class PretrainParams(_Section):
                                 "encoder with the batch's other clips as negatives (SimCLR-style; always symmetric)")
     symmetric: bool = Field(False, description="both views are queries against the other's keys (MoCo v3): twice the "
                                                "contrastive signal per step for ~1.5x the step time")
-    cir_every: int = Field(8, ge=1, description="cross-identity reconstruction on every n-th step only (speed)")
+    cir_every: int = Field(16, ge=1, description="cross-identity reconstruction on every n-th step only (speed)")
     simclr_tau: float = Field(0.2, gt=0)
     compile_keys: bool = Field(False, description="torch.compile the momentum encoder's gradient-free forward "
                                                   "(a one-off compile; faster in the bench, no gain measured in "

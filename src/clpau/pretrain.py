@@ -220,7 +220,7 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
     t_last, n_last = time.perf_counter(), step
     waited = 0.0  # seconds this logging window spent waiting for the loader
     # the latest value of each loss term: CIR's terms exist only on every cir_every-th step, which need not be a
-    # logging step (cir_every 8, log_every 10: never)
+    # logging step (cir_every 16, log_every 10: every 80th step only)
     latest: dict[str, torch.Tensor] = {}
     epoch = step // max(len(loader), 1)
     while step < p.max_steps:
