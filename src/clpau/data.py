@@ -10,13 +10,14 @@ place of facial action — with it off, `tcl` learned nothing a linear AU probe 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, default_collate, get_worker_info
 
 MEAN, STD = 0.5, 0.25
 
@@ -92,8 +93,8 @@ class ClipDataset(_ShardDataset):
         finished straight into the batch's tensors while it is still in the cache — no copy to collate them.
         (Colour jitter over the whole batch at once was slower: 13 MB streamed through memory per pass.)"""
         b, t, s = len(indices), self.clip_len, self.size
-        out = {"view_q": torch.empty(b, t, 3, s, s), "view_k": torch.empty(b, t, 3, s, s),
-               "other": torch.empty(b, 1, 3, s, s)}
+        out = {"view_q": _batch_tensor(b, t, 3, s, s), "view_k": _batch_tensor(b, t, 3, s, s),
+               "other": _batch_tensor(b, 1, 3, s, s)}
         for n, i in enumerate(indices):
             rng = np.random.default_rng((self.seed, self._epoch, i))
             offset = int(rng.integers(0, self.n_frames[i] - self.span + 1)) if self.augment else 0
@@ -107,6 +108,15 @@ class ClipDataset(_ShardDataset):
                 augment_view(x, rng, s, self.augment, self.frame_jitter, out=out[key][n])
         out["other"] = out["other"][:, 0]
         return {**out, "clip_id": torch.as_tensor(indices), "identity": torch.from_numpy(self.identity[indices])}
+
+
+def _batch_tensor(*shape: int) -> torch.Tensor:
+    """An empty float batch tensor; in a loader worker, in shared memory from the start (as torch's default collate
+    does): a worker's batch otherwise travels to the trainer by a copy into shared memory made when it is sent."""
+    if get_worker_info() is None:
+        return torch.empty(shape)
+    numel = math.prod(shape)
+    return torch.empty(0).new(torch.empty(0)._typed_storage()._new_shared(numel)).view(shape)
 
 
 def collate(batch):
