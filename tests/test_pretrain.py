@@ -201,13 +201,10 @@ def test_loader_workers_follow_the_epoch(synth_clips):
     assert not any(torch.equal(first[i], second[i]) for i in first.keys() & second.keys())
 
 
-def _born_shared(dataset, indices: list[int]) -> dict:
-    """A batch, and whether its view tensors were in shared memory as the dataset made them."""
-    batch = type(dataset).__getitems__(dataset, indices)
-    return {**batch, "born_shared": torch.tensor([batch[k].is_shared() for k in ("view_q", "view_k", "other")])}
+class _RecordingClips:
+    """A dataset's batches, and whether their view tensors were in shared memory as the dataset made them (at module
+    level: loader workers receive it pickled)."""
 
-
-class _RecordingClips:  # a module-level class: loader workers receive it pickled
     def __init__(self, dataset):
         self.dataset = dataset
 
@@ -215,7 +212,8 @@ class _RecordingClips:  # a module-level class: loader workers receive it pickle
         return len(self.dataset)
 
     def __getitems__(self, indices: list[int]) -> dict:
-        return _born_shared(self.dataset, indices)
+        batch = self.dataset.__getitems__(indices)
+        return {**batch, "born_shared": torch.tensor([batch[k].is_shared() for k in ("view_q", "view_k", "other")])}
 
 
 def test_a_worker_writes_its_batch_straight_into_shared_memory(synth_clips):
