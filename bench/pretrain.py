@@ -14,8 +14,8 @@ Methods take turns step by step, so the steps compared run within a second of ea
 speed drifts by tens of percent within a minute, and timing one method after another turned that drift into ratios
 that moved by ±0.1 between runs. A round is `--steps` steps of every method; img/s is the median round, a ratio the
 median over rounds of the method's rate over the supervised step's rate in the same round, with the rounds' range.
-The loader (the training run's dataset, augmentations and all) is paired the same way with clp steps: a round is
-`--steps` clp steps, then `--steps` batches.
+The loader (the training run's dataset, augmentations and all, and on every cir_every-th batch the frames of other
+people that CIR swaps in) is paired the same way with clp steps: a round is `--steps` clp steps, then `--steps` batches.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def main() -> None:
         return
     # the training run's dataset: same frame stride, per-frame jitter and seed
     ds = ClipDataset(p.data, clip_len=t, stride=p.frame_stride, size=s, seed=p.seed, frame_jitter=p.frame_jitter)
-    batches = endless(ds, b, 0)
+    batches = endless(ds, b, 0, p.cir_every)
     warm_up(lambda: next(batches))
     # in the training process (the CPU default): in each round, --steps clp steps and then --steps batches, so that
     # the two rates compared are taken seconds apart
@@ -188,18 +188,24 @@ def main() -> None:
     print(f"  loader (in the training process): {loader_rate:.0f} frames/s (each with 2 views) = "
           f"{statistics.median(r):.1f}x what the clp step consumes (rounds {r[0]:.1f}-{r[-1]:.1f})")
     # two loader processes: they load while the clock waits, so they are timed alone (the first batches start them)
-    batches = endless(ds, b, 2)
+    batches = endless(ds, b, 2, p.cir_every)
     warm_up(lambda: next(batches))
     loader_rate = images / seconds(lambda: next(batches), 3 * args.steps, "cpu")
     print(f"  loader (2 worker processes, alone): {loader_rate:.0f} frames/s = "
           f"{loader_rate / rates['clp']:.1f}x the clp step's median rate")
 
 
-def endless(dataset: ClipDataset, batch: int, workers: int):
-    """Training batches, epoch after epoch, as the training loop draws them."""
+def endless(dataset: ClipDataset, batch: int, workers: int, cir_every: int):
+    """Training batches, epoch after epoch, as the training loop draws them: every `cir_every`-th with the frames of
+    other people that a CIR step loads in the training process."""
+    n = 0
     for epoch in itertools.count():
         dataset.set_epoch(epoch)
-        yield from epoch_loader(dataset, batch, workers, epoch)
+        for views in epoch_loader(dataset, batch, workers, epoch):
+            if n % cir_every == 0:
+                views["other"] = dataset.others(views["index"])
+            n += 1
+            yield views
 
 
 if __name__ == "__main__":

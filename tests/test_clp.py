@@ -163,6 +163,28 @@ def test_cir_every_skips_cir_and_the_optimizer_leaves_its_networks_alone_in_betw
     assert "self" in net(x, x, torch.tensor([4, 5]), other)
 
 
+def test_the_frames_of_other_people_are_loaded_only_on_cir_steps():
+    torch.manual_seed(0)
+    x, other = torch.randn(2, 4, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    loaded = []
+
+    def load_others() -> torch.Tensor:
+        loaded.append(True)
+        return other
+
+    net = CLP(resnet_small(), 256, dim=16, queue_size=12, id_dim=8, decoder_size=16, cir_every=3)
+    steps = [net(x, x, torch.tensor([0, 1]), load_others) for _ in range(6)]
+    assert ["self" in s for s in steps] == [True, False, False, True, False, False] and len(loaded) == 2
+    # the same terms as with the frames given
+    torch.manual_seed(1)
+    net = CLP(resnet_small(), 256, dim=16, queue_size=12, id_dim=8, decoder_size=16).eval()
+    given, lazy = net(x, x, torch.tensor([0, 1]), other), net(x, x, torch.tensor([0, 1]), load_others)
+    assert all(torch.equal(given[k], lazy[k]) for k in ("self", "swap", "cycle"))
+    tcl_only = CLP(resnet_small(), 256, dim=16, queue_size=12, use_cir=False)
+    tcl_only(x, x, torch.tensor([0, 1]), load_others)
+    assert len(loaded) == 3  # once more for `lazy`, never for the model without CIR
+
+
 def test_symmetric_loss_averages_both_directions_and_enqueues_one_view():
     def net(symmetric):
         torch.manual_seed(0)

@@ -66,16 +66,40 @@ def test_the_one_pass_colour_jitter_is_the_step_by_step_one():
 
 def test_a_loaded_batch_holds_each_clip_where_its_own_item_would(synth_clips):
     # the loader assembles batches in place (ClipDataset.__getitems__); each position must hold its own clip's
-    # views, identity and swap partner exactly as that clip's item alone
+    # views and identity exactly as that clip's item alone
     from clpau.pretrain import epoch_loader
 
     ds = ClipDataset([synth_clips], clip_len=4, size=32, frame_jitter=0.03)
     ds.set_epoch(2)
     batch = next(iter(epoch_loader(ds, 5, 0, seed=1)))
-    assert batch["view_q"].shape == (5, 4, 3, 32, 32) and batch["other"].shape == (5, 3, 32, 32)
-    assert len(set(batch["clip_id"].tolist())) == 5
+    assert batch["view_q"].shape == (5, 4, 3, 32, 32)
+    assert len(set(batch["clip_id"].tolist())) == 5 and batch["index"] == batch["clip_id"].tolist()
     for n, i in enumerate(batch["clip_id"].tolist()):
         item = ds[i]
-        for key in ("view_q", "view_k", "other", "identity"):
+        for key in ("view_q", "view_k", "identity"):
             assert torch.equal(batch[key][n], item[key]), key
     assert not torch.equal(batch["view_q"], batch["view_k"])  # two augmentations
+
+
+def test_swap_partners_are_other_people_and_follow_the_epoch(synth_clips):
+    ds = ClipDataset([synth_clips], clip_len=4, size=32, frame_jitter=0.03)
+    indices = list(range(len(ds)))
+    ds.set_epoch(3)
+    views = ds.__getitems__(indices)
+    others = ds.others(indices)
+    assert others.shape == (len(ds), 3, 32, 32)
+    # each partner frame is one of another identity's frames: compare it with every clip's first frame, unaugmented
+    plain = ClipDataset([synth_clips], clip_len=4, size=32, augment=False)
+    firsts = plain.__getitems__(indices)["view_q"][:, 0]
+    ds.augment = False
+    unaugmented = ds.others(indices)
+    for i, frame in enumerate(unaugmented):
+        owners = [j for j in indices if torch.equal(frame, firsts[j])]
+        assert owners and all(ds.identity[j] != ds.identity[i] for j in owners), i
+    ds.augment = True
+    # the same partners and augmentations again in the same epoch (a resumed run), others in the next; asking for
+    # them leaves the views' own random stream alone
+    assert torch.equal(ds.others(indices), others)
+    assert torch.equal(ds.__getitems__(indices)["view_q"], views["view_q"])
+    ds.set_epoch(4)
+    assert not torch.equal(ds.others(indices), others)

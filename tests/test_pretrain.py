@@ -213,7 +213,7 @@ class _RecordingClips:
 
     def __getitems__(self, indices: list[int]) -> dict:
         batch = self.dataset.__getitems__(indices)
-        return {**batch, "born_shared": torch.tensor([batch[k].is_shared() for k in ("view_q", "view_k", "other")])}
+        return {**batch, "born_shared": torch.tensor([batch[k].is_shared() for k in ("view_q", "view_k")])}
 
 
 def test_a_worker_writes_its_batch_straight_into_shared_memory(synth_clips):
@@ -250,5 +250,9 @@ def test_freed_step_memory_is_reused_instead_of_faulted_back_in():
                              check=True)
         return int(run.stdout.split()[-1])
 
-    default, reused = page_faults("default"), page_faults("reuse")
-    assert reused * 4 < default, (default, reused)
+    # the 10 rounds write 10 x 6 x 8 MB: 122,880 pages of 4 KB, all faulted in again when freed memory goes back to
+    # the system (measured: 122,571 with glibc's defaults; 14,326 in about 1 process of 5, where glibc's adaptive
+    # mmap threshold keeps some of it), 2,048 with the reuse settings
+    touched = 10 * 6 * (2 << 20) * 4 // 4096
+    reused = page_faults("reuse")
+    assert reused < touched / 20, (reused, touched, page_faults("default"))

@@ -277,10 +277,11 @@ class CLP(nn.Module):
         self.queue_fill.copy_(torch.clamp(self.queue_fill + n, max=size))
 
     def forward(self, view_q: torch.Tensor, view_k: torch.Tensor, clip_ids: torch.Tensor,
-                other_identity: torch.Tensor | None = None, identity: torch.Tensor | None = None) -> dict:
+                other_identity: torch.Tensor | Callable[[], torch.Tensor] | None = None,
+                identity: torch.Tensor | None = None) -> dict:
         """view_q, view_k: (B, T, 3, H, W) two augmentations of the same clips; clip_ids (B,);
-        other_identity: (B, 3, H, W) one frame of another person per clip (CIR); identity (B,) the clips' person
-        ids (needed with same_person)."""
+        other_identity: (B, 3, H, W) one frame of another person per clip (CIR), or a function that loads them,
+        called only when this step runs CIR; identity (B,) the clips' person ids (needed with same_person)."""
         b, t = view_q.shape[:2]
         flat_q = view_q.flatten(0, 1)
         online = self.online_keys and self.use_tcl
@@ -331,6 +332,8 @@ class CLP(nn.Module):
         # a step without CIR leaves its networks out of the graph: no gradient, so the optimizer leaves them alone
         # until the next CIR step (under DDP, pretrain.py lets parameters go without a gradient)
         if cir_now:
+            if callable(other_identity):
+                other_identity = other_identity()
             if other_identity is None:
                 raise ValueError("CIR needs a frame of another identity per clip (other_identity)")
             # CIR on `cir_frames` frames per clip: each frame already gives the full signal, and re-encoding every

@@ -302,7 +302,10 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
     batch = p.batch_clips * p.clip_len if frame_method else p.batch_clips
 
     def step_fn(m, b):
-        return m(b["view_q"], b["view_k"], b["clip_id"], b["other"], b["identity"])
+        # CIR's frames of other people, loaded only when the step runs CIR (clp: 1 in cir_every)
+        def others():
+            return fabric.to_device(dataset.others(b["index"]))
+        return m(b["view_q"], b["view_k"], b["clip_id"], others, b["identity"])
 
     steps, resumed = _train(fabric, model, dataset, batch, p, p.out_dir / "checkpoints" / "last.ckpt", p.method,
                             p.batch_clips * p.clip_len, step_fn, progress, log)
