@@ -201,7 +201,7 @@ def endless(dataset: ClipDataset, batch: int, workers: int, cir_every: int):
     n = 0
     for epoch in itertools.count():
         dataset.set_epoch(epoch)
-        for views in epoch_loader(dataset, batch, workers, epoch):
+        for views in epoch_loader(dataset, batch, workers, seed=0, epoch=epoch):
             if n % cir_every == 0:
                 views["other"] = dataset.others(views["index"])
             n += 1

@@ -15,6 +15,7 @@ import yaml
 
 from clpau import cli
 from clpau.config import BenchmarkParams, PretrainParams
+from clpau.data import ClipDataset
 from clpau.pretrain import FRAME_METHODS, build_model, fingerprint, load_encoder, run_pretrain
 
 
@@ -98,8 +99,10 @@ def test_a_ddp_strategy_that_cannot_skip_parameters_is_refused_before_any_proces
     assert not (p.out_dir / "checkpoints").exists()
 
 
-def test_kill_and_resume_from_checkpoint(synth_clips, tmp_path):
-    p = _params(tmp_path, synth_clips, max_steps=40, ckpt_every=5)
+def test_kill_and_resume_from_checkpoint_trains_what_an_uninterrupted_run_trains(synth_clips, tmp_path):
+    # checkpoints every 3 steps, 5 batches an epoch (20 clips of 4): a kill lands mid-epoch, and the resumed run
+    # must go on with the very batches, augmentations and CIR steps the uninterrupted run had next
+    p = _params(tmp_path / "killed", synth_clips, max_steps=24, ckpt_every=3, cir_every=4)
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump({"pretrain": p.model_dump(mode="json")}))
     cmd = [sys.executable, "-m", "clpau", "--params", str(params_file), "pretrain", "--quiet"]
@@ -112,13 +115,41 @@ def test_kill_and_resume_from_checkpoint(synth_clips, tmp_path):
     proc.wait()
     assert ckpt.exists(), proc.stdout.read()
     saved = torch.load(ckpt, weights_only=True)["step"]
-    assert 5 <= saved < 40
+    assert 3 <= saved < 24
     assert not (p.out_dir / "encoder.pt").exists()  # nothing that looks finished
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"resuming clp from step {saved}" in again.stdout + again.stderr
-    assert load_encoder(p.out_dir / "encoder.pt")[1]["step"] == 40
+    resumed, meta = load_encoder(p.out_dir / "encoder.pt")
+    assert meta["step"] == 24
+    whole = _params(tmp_path / "whole", synth_clips, max_steps=24, ckpt_every=3, cir_every=4)
+    assert len(ClipDataset(whole.data, clip_len=whole.clip_len)) == 20  # the 5 batches an epoch assumed above
+    run_pretrain(whole, progress=False, log=lambda *_: None)
+    uninterrupted, _ = load_encoder(whole.out_dir / "encoder.pt")
+    for (name, a), b in zip(resumed.state_dict().items(), uninterrupted.state_dict().values(), strict=True):
+        assert torch.equal(a, b), (name, saved)
+
+
+def test_a_batch_larger_than_the_data_is_refused_instead_of_looping_forever(synth_clips, tmp_path):
+    from clpau.config import ConfigError
+
+    p = _params(tmp_path, synth_clips, batch_clips=21)  # 20 clips: not one full batch an epoch
+    with pytest.raises(ConfigError, match="pretrain.batch_clips: 20 training items make no batch of 21"):
+        run_pretrain(p, progress=False, log=lambda *_: None)
+    assert not (p.out_dir / "encoder.pt").exists()
+
+
+def test_every_process_gets_its_own_share_of_an_epoch_drawn_from_the_epoch_alone():
+    from clpau.pretrain import epoch_batches
+
+    one = epoch_batches(23, 4, seed=0, epoch=3)
+    assert len(one) == 5 and sorted(i for b in one for i in b) != list(range(23))  # full batches only
+    assert one == epoch_batches(23, 4, seed=0, epoch=3) != epoch_batches(23, 4, seed=0, epoch=4)
+    two = [epoch_batches(23, 4, seed=0, epoch=3, rank=r, world_size=2) for r in range(2)]
+    assert [len(b) for b in two] == [2, 2]  # as many steps for each process: DDP steps in lockstep
+    assert not {i for b in two[0] for i in b} & {i for b in two[1] for i in b}
+    assert [two[0][0], two[1][0], two[0][1], two[1][1]] == one[:4]  # dealt out in turn from the same shuffle
 
 
 def test_supervised_trains_one_encoder_per_fold(synth_clips, tmp_path):
@@ -182,15 +213,14 @@ def test_checkpoint_of_other_data_is_not_resumed(synth_clips, tmp_path):
 def test_loader_workers_follow_the_epoch(synth_clips):
     """Each epoch brings new crops, offsets and swap partners, with loader processes as without them. (Persistent
     workers kept their own copy of the dataset and replayed the first epoch forever.)"""
-    from clpau.data import ClipDataset
     from clpau.pretrain import epoch_loader
 
     def views(workers: int) -> list[dict[int, torch.Tensor]]:
         ds = ClipDataset([synth_clips], clip_len=4, size=32, seed=0)
-        loader = epoch_loader(ds, 4, workers, seed=0)
         epochs = []
         for epoch in range(2):
             ds.set_epoch(epoch)
+            loader = epoch_loader(ds, 4, workers, seed=0, epoch=epoch)
             epochs.append({int(i): v for b in loader for i, v in zip(b["clip_id"], b["view_q"], strict=True)})
         return epochs
 
@@ -219,7 +249,6 @@ class _RecordingClips:
 def test_a_worker_writes_its_batch_straight_into_shared_memory(synth_clips):
     # sending a batch from a loader process otherwise copies it into shared memory first (2 workers: 7125 -> 8237
     # frames/s when the batch is made there: README); in the training process it stays in plain memory
-    from clpau.data import ClipDataset
     from clpau.pretrain import epoch_loader
 
     clips = _RecordingClips(ClipDataset([synth_clips], clip_len=4, size=32, seed=0))

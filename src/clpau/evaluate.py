@@ -182,7 +182,6 @@ def finetune_fold(encoder_path: Path, data: LabelledSet, train: np.ndarray, test
     model = Supervised(net.train(), len(data.aus), torch.tensor(np.clip(neg / np.maximum(pos, 1), 1, 50),
                                                                 dtype=torch.float32))
     frames = LabelledFrames(data.subset(train), size=meta["image_size"], seed=fold)
-    loader = epoch_loader(frames, min(p.finetune_batch, len(frames)), num_workers=0, seed=fold)
     opt = adamw(model.parameters(), p.finetune_lr, 1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, p.finetune_lr, total_steps=p.finetune_steps, pct_start=0.1)
     model = model.to(memory_format=torch.channels_last)
@@ -191,6 +190,7 @@ def finetune_fold(encoder_path: Path, data: LabelledSet, train: np.ndarray, test
     epoch = 0
     while step < p.finetune_steps:
         frames.set_epoch(epoch)  # new crops and colours every pass
+        loader = epoch_loader(frames, min(p.finetune_batch, len(frames)), num_workers=0, seed=fold, epoch=epoch)
         epoch += 1
         for batch in loader:
             if step == p.finetune_steps:

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -61,14 +62,26 @@ def build_model(p: PretrainParams, gather=None) -> torch.nn.Module:
                lambdas=(p.lambda_self, p.lambda_swap, p.lambda_cycle, p.lambda_id), gather=gather)
 
 
-def epoch_loader(dataset, batch: int, num_workers: int, seed: int) -> DataLoader:
-    """Shuffled batches whose augmentations follow `dataset.set_epoch`. Workers are started afresh for every epoch
-    (never persistent): each holds its own copy of the dataset, and a persistent one would never see set_epoch —
-    every epoch would replay the first one's crops, frame offsets and swap partners."""
+def epoch_batches(n: int, batch: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
+    """One epoch's batches for process `rank` of `world_size`: a shuffle of the n items drawn from (seed, epoch)
+    alone, cut into full batches and dealt out in turn, as many to every process (DDP steps in lockstep). Nothing
+    carries over from the epochs before, so a run resumed in the middle of epoch e draws e's batches exactly as the
+    uninterrupted run did."""
+    order = np.random.default_rng((seed, epoch)).permutation(n).tolist()
+    per_process = n // batch // world_size
+    return [order[b * batch: (b + 1) * batch] for b in range(rank, per_process * world_size, world_size)]
+
+
+def epoch_loader(dataset, batch: int, num_workers: int, seed: int, epoch: int = 0, skip: int = 0, rank: int = 0,
+                 world_size: int = 1) -> DataLoader:
+    """Epoch `epoch`'s batches (`epoch_batches`) from the `skip`-th on, augmented as `dataset.set_epoch` says. A
+    loader serves one epoch, and its workers with it (never persistent): each holds its own copy of the dataset,
+    and a persistent one would never see set_epoch — every epoch would replay the first one's crops and frame
+    offsets."""
+    batches = epoch_batches(len(dataset), batch, seed, epoch, rank, world_size)[skip:]
     # pinned host memory: Fabric copies batches to a GPU with non_blocking=True, which only overlaps from pinned pages
-    return DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=num_workers,
-                      collate_fn=collate, persistent_workers=False, pin_memory=torch.cuda.is_available(),
-                      generator=torch.Generator().manual_seed(seed))
+    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
+                      persistent_workers=False, pin_memory=torch.cuda.is_available())
 
 
 LOGGED_TERMS = ("loss", "nce", "rank", "self", "swap", "cycle", "id", "queue_fill")
@@ -195,10 +208,13 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
         # so CPU processes (gloo: tests, debugging) keep per-process statistics
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(memory_format=torch.channels_last)  # 1.6x on this CPU in bf16 (backbone.py), and for GPUs
-    loader = epoch_loader(dataset, batch, p.num_workers, p.seed)
+    per_epoch = len(epoch_batches(len(dataset), batch, p.seed, 0, 0, fabric.world_size))
+    if per_epoch == 0:  # not one step an epoch: the loop would never end
+        raise ConfigError(f"pretrain.batch_clips: {len(dataset)} training items make no batch of {batch}"
+                          + (f" for each of {fabric.world_size} processes" if fabric.world_size > 1 else "")
+                          + "; lower batch_clips or add data")
     optimizer = adamw(model.parameters(), p.lr, p.weight_decay)
     model, optimizer = fabric.setup(model, optimizer)
-    loader = fabric.setup_dataloaders(loader)
     fp = fp or fingerprint(p)
     state = {"model": model, "optimizer": optimizer, "step": 0, "fingerprint": fp}
     resumed = ckpt_path.exists()
@@ -222,9 +238,13 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
     # the latest value of each loss term: CIR's terms exist only on every cir_every-th step, which need not be a
     # logging step (cir_every 16, log_every 10: every 80th step only)
     latest: dict[str, torch.Tensor] = {}
-    epoch = step // max(len(loader), 1)
     while step < p.max_steps:
+        # where the step count says: a resumed run goes on with the batch the killed one would have drawn next
+        epoch, skip = divmod(step, per_epoch)
         dataset.set_epoch(epoch)
+        loader = fabric.setup_dataloaders(
+            epoch_loader(dataset, batch, p.num_workers, p.seed, epoch, skip, fabric.global_rank, fabric.world_size),
+            use_distributed_sampler=False)  # the batches are dealt out to the processes already
         t_ready = time.perf_counter()  # the step is ready for its next batch
         for batch_data in loader:
             waited += time.perf_counter() - t_ready
@@ -258,7 +278,6 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
                 if fabric.global_rank == 0:
                     os.replace(tmp, ckpt_path)
             t_ready = time.perf_counter()
-        epoch += 1
     bar.close()
     if live is not None:
         live.end()
