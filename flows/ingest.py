@@ -10,6 +10,7 @@ local one).
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -68,7 +69,25 @@ def task_runner_for(params: Params):
 
         if params.flows.dask_address:
             return DaskTaskRunner(address=params.flows.dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True})
+
+        class LocalDaskTaskRunner(DaskTaskRunner):
+            """A local cluster that leaves this process's environment as it found it: to start its workers, Dask's
+            nanny sets OMP_NUM_THREADS=1 (and MKL's, OpenBLAS's, a malloc setting) in the *parent's* os.environ and
+            never unsets it, so every process started here afterwards — a training run, `dvc repro` — would run on
+            one thread (found when a pretraining run in the test suite after the Dask test got 1 thread)."""
+
+            def __enter__(self):
+                self._environ = dict(os.environ)
+                return super().__enter__()
+
+            def __exit__(self, *exc) -> None:
+                try:
+                    super().__exit__(*exc)
+                finally:
+                    os.environ.clear()
+                    os.environ.update(self._environ)
+
+        return LocalDaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True})
     from prefect.task_runners import ThreadPoolTaskRunner
 
     return ThreadPoolTaskRunner(max_workers=2)

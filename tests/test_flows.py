@@ -4,6 +4,7 @@ failing expectations named, and the Dask task runner extracts exactly what the i
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -85,8 +86,11 @@ def test_dask_task_runner_extracts_the_same_clips(harness, batches, tmp_path):
     from flows.ingest import build_flow
 
     params = _workspace(tmp_path, batches, "good", task_runner="dask")
+    environ = dict(os.environ)
     result = build_flow(str(params))(str(params), "b3")
     assert result["accepted"], result["reasons"]
+    # Dask's nanny sets OMP_NUM_THREADS=1 & co. in this process to start its workers: they must not stay behind
+    assert dict(os.environ) == environ, set(os.environ.items()) ^ set(environ.items())
     dask_clips = pd.read_parquet(tmp_path / "batches" / "b3" / "clips" / "clips.parquet")
     local = pd.read_parquet(batches["good"][1] / "clips.parquet")  # one in-process run_extract of the same videos
     cols = ["video_key", "start_frame", "n_frames", "det_score", "face_size", "brightness", "sharpness"]
@@ -108,7 +112,6 @@ def _free_port() -> int:
 
 def test_prefect_yaml_registers_both_deployments_with_schedules(tmp_path):
     """`prefect deploy --all` against a real local server bound to 127.0.0.1 (as `make serve` does)."""
-    import os
     import subprocess
     import time
     import urllib.request
