@@ -68,8 +68,13 @@ def epoch_batches(n: int, batch: int, seed: int, epoch: int, rank: int = 0, worl
     carries over from the epochs before, so a run resumed in the middle of epoch e draws e's batches exactly as the
     uninterrupted run did."""
     order = np.random.default_rng((seed, epoch)).permutation(n).tolist()
-    per_process = n // batch // world_size
-    return [order[b * batch: (b + 1) * batch] for b in range(rank, per_process * world_size, world_size)]
+    dealt = batches_per_epoch(n, batch, world_size) * world_size
+    return [order[b * batch: (b + 1) * batch] for b in range(rank, dealt, world_size)]
+
+
+def batches_per_epoch(n: int, batch: int, world_size: int = 1) -> int:
+    """Full batches of n items that each of `world_size` processes gets in an epoch (`epoch_batches`)."""
+    return n // batch // world_size
 
 
 def epoch_loader(dataset, batch: int, num_workers: int, seed: int, epoch: int = 0, skip: int = 0, rank: int = 0,
@@ -208,7 +213,7 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
         # so CPU processes (gloo: tests, debugging) keep per-process statistics
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(memory_format=torch.channels_last)  # 1.6x on this CPU in bf16 (backbone.py), and for GPUs
-    per_epoch = len(epoch_batches(len(dataset), batch, p.seed, 0, 0, fabric.world_size))
+    per_epoch = batches_per_epoch(len(dataset), batch, fabric.world_size)
     if per_epoch == 0:  # not one step an epoch: the loop would never end
         raise ConfigError(f"pretrain.batch_clips: {len(dataset)} training items make no batch of {batch}"
                           + (f" for each of {fabric.world_size} processes" if fabric.world_size > 1 else "")
