@@ -217,8 +217,8 @@ def test_checkpoint_of_other_data_is_not_resumed(synth_clips, tmp_path):
 
 
 def test_loader_workers_follow_the_epoch(synth_clips):
-    """Each epoch brings new crops, offsets and swap partners, with loader processes as without them. (Persistent
-    workers kept their own copy of the dataset and replayed the first epoch forever.)"""
+    """Each epoch brings new crops and frame offsets, with loader processes as without them. (Persistent workers
+    kept their own copy of the dataset and replayed the first epoch forever.)"""
     from clpau.pretrain import epoch_loader
 
     def views(workers: int) -> list[dict[int, torch.Tensor]]:
@@ -286,7 +286,7 @@ def test_freed_step_memory_is_reused_instead_of_faulted_back_in():
         return int(run.stdout.split()[-1])
 
     # the 10 rounds write 10 x 6 x 8 MB: 122,880 pages of 4 KB, all faulted in again when freed memory goes back to
-    # the system (measured: 122,571 with glibc's defaults; 14,326 in about 1 process of 5, where glibc's adaptive
+    # the system (measured: 122,571 with glibc's defaults; 14,326 in 9 processes of 40, where glibc's adaptive
     # mmap threshold keeps some of it), 2,048 with the reuse settings
     touched = 10 * 6 * (2 << 20) * 4 // 4096
     reused = page_faults("reuse")
