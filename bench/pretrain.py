@@ -2,7 +2,7 @@
 images per step), and the data loader's own frames/s (needs `make repro` for data/clips/synth_pretrain).
 
     python bench/pretrain.py [--steps 16] [--rounds 7] [--backbone resnet_small]
-    python bench/pretrain.py --device cuda --backbone resnet18 --image-size 112 --batch-clips 64 --no-loader
+    python bench/pretrain.py --device cuda --backbone resnet18 --image-size 112 --batch-clips 64 --workers 8
     python bench/pretrain.py --no-loader --profile clp      # and where the clp step's time goes, by operator
 
 Goal (issue 4): the clp step at >= 0.7x the supervised step's img/s; the loader >= 5x what the trainer needs. Each row
@@ -30,7 +30,7 @@ import torch
 
 from clpau.backbone import build_backbone
 from clpau.config import load_params
-from clpau.data import ClipDataset
+from clpau.data import ClipDataset, finish_views
 from clpau.pretrain import Supervised, adamw, build_model, epoch_loader, reuse_freed_memory
 
 
@@ -103,6 +103,10 @@ def main() -> None:
     ap.add_argument("--batch-clips", type=int, default=None)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--no-loader", action="store_true", help="step rates only (no extracted data needed)")
+    ap.add_argument("--colour-on", choices=["loader", "trainer"], default=None,
+                    help="where the loader's views get their colour jitter (params' colour_on; default as its auto: "
+                         "the trainer with --device cuda, else the loader)")
+    ap.add_argument("--workers", type=int, default=2, help="loader processes for the loader's second figure")
     ap.add_argument("--profile", metavar="METHOD", default=None,
                     help="also print the torch profiler's top operators of 3 steps of METHOD (e.g. clp, supervised)")
     args = ap.parse_args()
@@ -174,24 +178,34 @@ def main() -> None:
     if args.no_loader:
         return
     # the training run's dataset: same frame stride, per-frame jitter and seed
-    ds = ClipDataset(p.data, clip_len=t, stride=p.frame_stride, size=s, seed=p.seed, frame_jitter=p.frame_jitter)
+    colour_on = args.colour_on or ("trainer" if args.device == "cuda" else "loader")
+    ds = ClipDataset(p.data, clip_len=t, stride=p.frame_stride, size=s, seed=p.seed, frame_jitter=p.frame_jitter,
+                     colour_on_host=colour_on == "loader")
     batches = endless(ds, b, 0, p.cir_every)
     warm_up(lambda: next(batches))
+    views = {k: v.to(args.device) for k, v in next(batches).items() if isinstance(v, torch.Tensor)}
+    print(f"  colour jitter on the {colour_on}: views of a batch as the loader sends them "
+          f"{sum(views[k].nbytes for k in ('view_q', 'view_k')) / 2**20:.1f} MiB")
+    if colour_on == "trainer":  # what the training step then does first, on its device
+        colour = seconds(lambda: finish_views(views), args.steps, args.device)
+        print(f"  colour jitter on the trainer ({args.device}): {1e3 * colour:.2f} ms a batch, "
+              f"{colour * rates['clp'] / images:.0%} of a clp step")
     # in the training process (the CPU default): in each round, --steps clp steps and then --steps batches, so that
     # the two rates compared are taken seconds apart
     paired = []
+    clp = steps["clp"] if colour_on == "loader" else lambda: (finish_views(views), steps["clp"]())
     for _ in range(args.rounds):
-        step = seconds(steps["clp"], args.steps, args.device)
+        step = seconds(clp, args.steps, args.device)
         paired.append((step, seconds(lambda: next(batches), args.steps, "cpu")))
     loader_rate = images / statistics.median(load for _, load in paired)
     r = sorted(step / load for step, load in paired)
     print(f"  loader (in the training process): {loader_rate:.0f} frames/s (each with 2 views) = "
           f"{statistics.median(r):.1f}x what the clp step consumes (rounds {r[0]:.1f}-{r[-1]:.1f})")
-    # two loader processes: they load while the clock waits, so they are timed alone (the first batches start them)
-    batches = endless(ds, b, 2, p.cir_every)
+    # loader processes: they load while the clock waits, so they are timed alone (the first batches start them)
+    batches = endless(ds, b, args.workers, p.cir_every)
     warm_up(lambda: next(batches))
     loader_rate = images / seconds(lambda: next(batches), 3 * args.steps, "cpu")
-    print(f"  loader (2 worker processes, alone): {loader_rate:.0f} frames/s = "
+    print(f"  loader ({args.workers} worker processes, alone): {loader_rate:.0f} frames/s = "
           f"{loader_rate / rates['clp']:.1f}x the clp step's median rate")
 
 

@@ -103,3 +103,25 @@ def test_swap_partners_are_other_people_and_follow_the_epoch(synth_clips):
     assert torch.equal(ds.__getitems__(indices)["view_q"], views["view_q"])
     ds.set_epoch(4)
     assert not torch.equal(ds.others(indices), others)
+
+
+def test_views_coloured_on_the_trainer_are_those_the_loader_colours(synth_clips):
+    # colour_on: trainer — the loader sends uint8 crops and each view's colour draw; `finish_views` colours the
+    # whole batch at once where the batch is (a GPU). Same draws, same views, up to float rounding.
+    from clpau.data import finish_views
+
+    indices = list(range(20))  # every clip of the fixture
+    for augment in (True, False):
+        host = ClipDataset([synth_clips], clip_len=4, size=32, frame_jitter=0.03, augment=augment)
+        crops = ClipDataset([synth_clips], clip_len=4, size=32, frame_jitter=0.03, augment=augment,
+                            colour_on_host=False)
+        for ds in (host, crops):
+            ds.set_epoch(1)
+        want, got = host.__getitems__(indices), crops.__getitems__(indices)
+        assert got["view_q"].dtype == torch.uint8 and got["colour_q"].shape == (20, 14)
+        assert got["view_q"].nbytes * 4 == want["view_q"].nbytes
+        q, k = finish_views(got)
+        assert torch.allclose(q, want["view_q"], atol=1e-5) and torch.allclose(k, want["view_k"], atol=1e-5)
+        assert finish_views(want)[0] is want["view_q"]  # coloured by the loader: passed on as it is
+        if augment:  # the batch held views with and without the blur, so both of its branches were compared
+            assert 0 < int((got["colour_q"][:, 13] > 0).sum()) < 20

@@ -291,3 +291,33 @@ def test_freed_step_memory_is_reused_instead_of_faulted_back_in():
     touched = 10 * 6 * (2 << 20) * 4 // 4096
     reused = page_faults("reuse")
     assert reused < touched / 20, (reused, touched, page_faults("default"))
+
+
+def test_views_coloured_on_the_trainer_train_like_views_coloured_by_the_loader(synth_clips, tmp_path):
+    # colour_on: trainer (a GPU's default) on this CPU: the same steps on views equal up to float rounding, and a
+    # checkpoint of one resumes in the other (where the colour is applied is not part of what a run depends on)
+    runs = {}
+    for where in ("loader", "trainer"):
+        p = _params(tmp_path / where, synth_clips, method="tcl", colour_on=where)
+        assert fingerprint(p) == fingerprint(p.model_copy(update={"colour_on": "auto"}))
+        run_pretrain(p, progress=False, log=lambda *_: None)
+        runs[where] = load_encoder(p.out_dir / "encoder.pt")[0].state_dict()
+        runs[where + "_loss"] = json.loads((p.live_dir / "metrics.json").read_text())["train"]["loss"]
+    assert runs["loader_loss"] == pytest.approx(runs["trainer_loss"], rel=1e-2)
+    for name, w in runs["loader"].items():
+        assert torch.allclose(w.float(), runs["trainer"][name].float(), atol=1e-2), name
+
+
+def test_the_same_encoder_is_written_as_the_same_bytes(tmp_path):
+    # DVC hashes encoder.pt: a rerun that trains the same weights must not look like a new model (torch.save to a
+    # path names the archive's folder after the file, which was a random temporary name)
+    from clpau.backbone import build_backbone
+    from clpau.pretrain import save_encoder
+
+    torch.manual_seed(0)
+    net, p = build_backbone("resnet_small"), PretrainParams()
+    for name in ("a.pt", "b.pt"):
+        save_encoder(tmp_path / name, net, p, 3)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert not list(tmp_path.glob("*.tmp"))  # written atomically, nothing left behind
+    assert load_encoder(tmp_path / "a.pt")[1]["step"] == 3

@@ -141,6 +141,10 @@ class PretrainParams(_Section):
     strategy: str = "auto"
     num_workers: int = Field(0, ge=0, description="loader processes; 0 loads in the training process (fastest "
                                                    "when the trainer itself runs on the CPU's cores)")
+    colour_on: Literal["auto", "loader", "trainer"] = Field(
+        "auto", description="where the views' colour jitter runs: in the loader (float batches), or on the trainer's "
+                            "device from uint8 crops (half the loader's work, a quarter of the bytes to copy); auto: "
+                            "the trainer on a GPU, the loader on a CPU")
     ckpt_every: int = Field(100, ge=1)
     log_every: int = Field(10, ge=1)
     seed: int = 0

@@ -62,15 +62,17 @@ class _ShardDataset(Dataset):
 
 class ClipDataset(_ShardDataset):
     """Item: {"view_q", "view_k": (T, 3, S, S) float, "clip_id": int, "identity": int}. `clip_len` frames `stride`
-    apart, from a random offset inside the clip when augmenting. The frames of other people that cross-identity
+    apart, from a random offset inside the clip when augmenting. With `colour_on_host` False the views are uint8
+    crops and the colour jitter is left to the trainer's device (`finish_views`): a GPU does it in microseconds,
+    the loader's workers are spared its float passes, and a batch crosses to the GPU in a quarter of the bytes. The frames of other people that cross-identity
     reconstruction swaps in come from `others`, asked for only on the steps that run CIR."""
 
     def __init__(self, roots: list[Path | str], clip_len: int = 8, stride: int = 1, size: int = 64,
-                 augment: bool = True, seed: int = 0, frame_jitter: float = 0.0):
+                 augment: bool = True, seed: int = 0, frame_jitter: float = 0.0, colour_on_host: bool = True):
         self.span = (clip_len - 1) * stride + 1
         self.clips = load_clips(roots, self.span)
         self.clip_len, self.stride, self.size, self.augment, self.seed = clip_len, stride, size, augment, seed
-        self.frame_jitter = frame_jitter
+        self.frame_jitter, self.colour_on_host = frame_jitter, colour_on_host
         ids = sorted(self.clips["identity"].unique())
         self.identity_index = {name: i for i, name in enumerate(ids)}
         self.identity = self.clips["identity"].map(self.identity_index).to_numpy()
@@ -92,15 +94,26 @@ class ClipDataset(_ShardDataset):
     def __getitems__(self, indices: list[int]) -> dict:
         """A whole batch (the DataLoader calls this instead of __getitem__ per clip, see `collate`): each view is
         finished straight into the batch's tensors while it is still in the cache — no copy to collate them.
-        (Colour jitter over the whole batch at once was slower: 13 MB streamed through memory per pass.)"""
+        (Colour jitter over the whole batch at once was slower: 13 MB streamed through memory per pass.)
+        With `colour_on_host` False the views stay uint8 crops, each with its colour jitter's draw in
+        "colour_q"/"colour_k" (`draw_colour`), for `finish_views` to apply on the trainer's device."""
         b, t, s = len(indices), self.clip_len, self.size
-        out = {"view_q": _batch_tensor(b, t, 3, s, s), "view_k": _batch_tensor(b, t, 3, s, s)}
+        views = ("view_q", "view_k")
+        host = self.colour_on_host
+        out = {key: _batch_tensor(b, t, 3, s, s, dtype=torch.float32 if host else torch.uint8) for key in views}
+        if not host:
+            out |= {COLOUR_KEYS[key]: _batch_tensor(b, COLOUR_PARAMS) for key in views}
         for n, i in enumerate(indices):
             rng = np.random.default_rng((self.seed, self._epoch, i))
             offset = int(rng.integers(0, self.n_frames[i] - self.span + 1)) if self.augment else 0
             clip = self.frames(i, offset)
-            for key in ("view_q", "view_k"):  # each its own augmentation
-                augment_view(clip, rng, s, self.augment, self.frame_jitter, out=out[key][n])
+            for key in views:  # each its own augmentation
+                if host:
+                    augment_view(clip, rng, s, self.augment, self.frame_jitter, out=out[key][n])
+                else:  # the same draws in the same order: the same views as colour_on_host gives, up to rounding
+                    out[key][n] = crop_resize(clip, rng, s, self.augment, self.frame_jitter)
+                    out[COLOUR_KEYS[key]][n] = torch.from_numpy(
+                        draw_colour(rng if self.augment else None, scale=1 / 255, mean=MEAN, std=STD))
         # the indices also as a list, which stays on the host when Fabric moves the batch to a GPU: `others` needs
         # them there, and reading `clip_id` back from the device would stall the launched kernels
         return {**out, "clip_id": torch.as_tensor(indices), "identity": torch.from_numpy(self.identity[indices]),
@@ -122,13 +135,14 @@ class ClipDataset(_ShardDataset):
         return out[:, 0]
 
 
-def _batch_tensor(*shape: int) -> torch.Tensor:
-    """An empty float batch tensor; in a loader worker, in shared memory from the start (as torch's default collate
+def _batch_tensor(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An empty batch tensor; in a loader worker, in shared memory from the start (as torch's default collate
     does): a worker's batch otherwise travels to the trainer by a copy into shared memory made when it is sent."""
     if get_worker_info() is None:
-        return torch.empty(shape)
+        return torch.empty(shape, dtype=dtype)
     numel = math.prod(shape)
-    return torch.empty(0).new(torch.empty(0)._typed_storage()._new_shared(numel)).view(shape)
+    empty = torch.empty(0, dtype=dtype)
+    return empty.new(empty._typed_storage()._new_shared(numel)).view(shape)
 
 
 def collate(batch):
@@ -140,8 +154,17 @@ def collate(batch):
 def augment_view(frames: np.ndarray, rng: np.random.Generator | None, size: int, augment: bool,
                  frame_jitter: float = 0.0, out: torch.Tensor | None = None) -> torch.Tensor:
     """One augmentation for all of `frames` (N, S0, S0, 3) uint8 — the shards' layout; a memory map will do — ->
-    (N, 3, size, size) normalised float (written into `out` when given); each frame also moves by its own up to
-    ±frame_jitter·S0 px."""
+    (N, 3, size, size) normalised float (written into `out` when given): `crop_resize`, then `colour_jitter`."""
+    x = crop_resize(frames, rng, size, augment, frame_jitter).to(torch.float32, memory_format=torch.contiguous_format)
+    if augment:  # the normalisation is folded into the colour matrix: no passes of its own
+        return colour_jitter(x, rng, scale=1 / 255, mean=MEAN, std=STD, out=out)
+    return torch.mul(x, 1 / (255 * STD), out=x if out is None else out).sub_(MEAN / STD)
+
+
+def crop_resize(frames: np.ndarray, rng: np.random.Generator | None, size: int, augment: bool,
+                frame_jitter: float = 0.0) -> torch.Tensor:
+    """The geometric half of an augmentation: one scale/translation crop for all of `frames` (N, S0, S0, 3) uint8,
+    each frame moved by its own up to ±frame_jitter·S0 px, resized to (N, 3, size, size) uint8 (channels_last)."""
     s0 = frames.shape[1]
     if augment:
         scale = rng.uniform(0.85, 1.0)
@@ -157,14 +180,10 @@ def augment_view(frames: np.ndarray, rng: np.random.Generator | None, size: int,
         else:
             frames = frames[:, top: top + side, left: left + side]
     # (N, H, W, 3) seen as (N, 3, H, W) is the channels_last layout: the uint8 resize then takes torch's SIMD
-    # antialiasing path, 5x faster than on floats; float and back to the plain layout follow in one copy. (A copy
-    # only where numpy must make one: a read-only memory map is never handed to torch.)
+    # antialiasing path, 5x faster than on floats. (A copy only where numpy must make one: a read-only memory map
+    # is never handed to torch.)
     x = torch.from_numpy(np.require(frames, np.uint8, ["C", "W"])).permute(0, 3, 1, 2)
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    x = x.to(torch.float32, memory_format=torch.contiguous_format)
-    if augment:  # the normalisation is folded into the colour matrix: no passes of its own
-        return colour_jitter(x, rng, scale=1 / 255, mean=MEAN, std=STD, out=out)
-    return torch.mul(x, 1 / (255 * STD), out=x if out is None else out).sub_(MEAN / STD)
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
 LUMA = (0.299, 0.587, 0.114)  # they sum to 1
@@ -172,16 +191,29 @@ _TO_GREY = np.array([LUMA] * 3)  # each channel becomes the luma
 _EYE = np.eye(3)
 
 
+COLOUR_PARAMS = 14  # a view's colour jitter: its 3x3 matrix, 3 weights of the frame mean, an offset, the blur coin
+COLOUR_KEYS = {"view_q": "colour_q", "view_k": "colour_k"}
+
+
 def colour_jitter(x: torch.Tensor, rng: np.random.Generator, scale: float = 1.0, mean: float = 0.0,
                   std: float = 1.0, out: torch.Tensor | None = None) -> torch.Tensor:
     """Saturation, contrast, brightness (each ×0.7–1.3), greyscale (p 0.1), a 3x3 binomial blur (p 0.3), clipped to
     [0, 1], then normalised, (y − mean) / std; one draw for all frames of x (N, 3, S, S), whose values times `scale`
-    lie in [0, 1] (uint8 values: 1/255). Written into `out` (N, 3, S, S) when given.
+    lie in [0, 1] (uint8 values: 1/255). Written into `out` (N, 3, S, S) when given."""
+    return apply_colour(x[None], draw_colour(rng, scale, mean, std), mean, std, None if out is None else out[None])[0]
+
+
+def draw_colour(rng: np.random.Generator | None, scale: float = 1.0, mean: float = 0.0,
+                std: float = 1.0) -> np.ndarray:
+    """One view's colour jitter (`colour_jitter`) drawn, as COLOUR_PARAMS float32 numbers for `apply_colour`; no
+    rng: the normalisation alone.
 
     Saturation, contrast, brightness and greyscale are each linear in a pixel's colour: together they are one 3x3
     matrix and an offset per frame, applied in one pass (1.4x faster loading than one pass each). The input's
     scale and the normalisation are affine too, so they are folded into the same matrix and offset, and the clip
     to [0, 1] becomes one to [−mean/std, (1 − mean)/std]."""
+    if rng is None:
+        return np.array([*(np.eye(3) * scale / std).ravel(), 0, 0, 0, -mean / std, 0], np.float32)
     b, c, s = rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3)
     grey, blur = rng.random() < 0.1, rng.random() < 0.3
     # the 3x3 algebra in numpy: a dozen torch calls on 3x3 tensors cost more than the pass over the pixels
@@ -194,16 +226,49 @@ def colour_jitter(x: torch.Tensor, rng: np.random.Generator, scale: float = 1.0,
     if blur:  # the blur's weights sum to 16: its division folded in here too
         mix, gain, shift = mix / 16, gain / 16, shift / 16
     # per frame: the saturated image's mean, which contrast keeps: mean over channels of sat·(channel means)
-    weights = torch.from_numpy((sat.mean(0) * scale * gain).astype(np.float32))
-    offset = torch.mv(x.mean((2, 3)), weights).add_(shift)
-    n, _, h, w = x.shape
-    out = torch.empty_like(x, memory_format=torch.contiguous_format) if out is None else out
-    coloured = out if not blur else torch.empty_like(out)
-    torch.baddbmm(offset[:, None, None].expand(n, 3, 1), torch.from_numpy(mix.astype(np.float32)).expand(n, 3, 3),
-                  x.contiguous().view(n, 3, h * w), out=coloured.view(n, 3, h * w))
-    if blur:
-        _binomial_sum(coloured, out=out)
+    weights = sat.mean(0) * scale * gain
+    return np.array([*mix.ravel(), *weights, shift, float(blur)], np.float32)
+
+
+def apply_colour(x: torch.Tensor, params: torch.Tensor | np.ndarray, mean: float = 0.0, std: float = 1.0,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """Views x (B, V, 3, H, W) — uint8 crops or float — coloured by their draws `params` (B, COLOUR_PARAMS), one per
+    view of V frames, on x's device -> float (B, V, 3, H, W) in [−mean/std, (1 − mean)/std] (into `out` when
+    given). The loader's case, one view drawn on the host, takes the draw as numpy (COLOUR_PARAMS,): torch calls on
+    14 numbers would cost more than the pass over the pixels. A batch reads nothing back from the device: on a
+    GPU the blur is computed for every view and kept where drawn."""
+    b, v, c, h, w = x.shape
+    n = b * v
+    x = x.reshape(n, c, h * w).float()  # a view when x is float and contiguous already
+    means = x.mean(2)
+    if isinstance(params, np.ndarray):
+        mix = torch.from_numpy(params[:9].reshape(1, 3, 3)).expand(n, 3, 3)
+        # each frame's offset: its channel means weighted, plus the view's shift
+        offset = torch.mv(means, torch.from_numpy(params[9:12])).add_(float(params[12]))
+        blurred = bool(params[13])
+    else:
+        params = params.to(torch.float32)
+        mix = params[:, :9].view(b, 1, 3, 3).expand(b, v, 3, 3).reshape(n, 3, 3)
+        offset = torch.baddbmm(params[:, 12, None, None], means.view(b, v, 3), params[:, 9:12, None])
+        blurred = None  # per view
+    out = torch.empty((b, v, c, h, w), device=x.device) if out is None else out
+    coloured = out if blurred is False else torch.empty_like(out)
+    torch.baddbmm(offset.view(n, 1, 1).expand(n, 3, 1), mix, x, out=coloured.view(n, 3, h * w))
+    if blurred is None:
+        smooth = _binomial_sum(coloured.view(n, c, h, w)).view(b, v, c, h, w)
+        torch.where(params[:, 13].view(b, 1, 1, 1, 1) > 0, smooth, coloured, out=out)
+    elif blurred:
+        _binomial_sum(coloured.view(n, c, h, w), out=out.view(n, c, h, w))
     return out.clamp_(-mean / std, (1 - mean) / std)
+
+
+def finish_views(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch's two views as normalised float: as they come when the loader coloured them, else
+    coloured here, on the batch's device, from the loader's uint8 crops and colour draws (`colour_on_host`)."""
+    views = [batch["view_q"], batch["view_k"]]
+    if "colour_q" in batch:
+        views = [apply_colour(batch[key], batch[COLOUR_KEYS[key]], MEAN, STD) for key in ("view_q", "view_k")]
+    return views[0], views[1]
 
 
 def _binomial_sum(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

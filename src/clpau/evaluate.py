@@ -31,7 +31,7 @@ import torch
 from .benchmarks import LabelledSet, check_pretraining_disjoint, load_labelled, read_folds, split
 from .config import BenchmarkParams, EvaluateParams
 from .data import augment_view
-from .fileio import atomic_path, write_json, write_text
+from .fileio import save_torch, write_json, write_text
 from .labels import UNKNOWN
 
 
@@ -337,5 +337,4 @@ def _save_final_probe(p: EvaluateParams, data: LabelledSet, feats: list, meta: d
     blob = {**probe, "aus": torch.tensor(data.aus), "threshold": p.threshold, "dataset": bench.dataset,
             "method": meta["method"], "encoder_fold": 0 if meta["folds"] else -1,
             "image_size": int(meta["image_size"]), "frames": len(data)}
-    with atomic_path(p.probe_out) as tmp:
-        torch.save(blob, tmp)
+    save_torch(blob, p.probe_out)

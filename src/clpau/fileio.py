@@ -37,6 +37,16 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def save_torch(obj: Any, path: Path | str) -> None:
+    """torch.save, atomically, of tensors and plain values: the same object gives the same bytes. (Saved to a path,
+    torch names the archive's inner folder after the file — here the random temporary name — so every run wrote a
+    different file, and DVC saw a new encoder.pt each time.)"""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: Path | str) -> Iterator[Path]:
     """Like `atomic_path` for a folder: build it under a temporary name, then swap it in."""

@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader
 from .backbone import build_backbone
 from .clp import CLP, Projector
 from .config import BenchmarkParams, ConfigError, PretrainParams
-from .data import ClipDataset, collate
-from .fileio import atomic_path
+from .data import ClipDataset, collate, finish_views
+from .fileio import save_torch
 from .simclr import nt_xent
 
 FRAME_METHODS = {"simclr", "moco"}
@@ -94,11 +94,11 @@ TRAINING_CODE = ("pretrain.py", "clp.py", "simclr.py", "data.py", "backbone.py")
 
 
 def fingerprint(p: PretrainParams, bench: BenchmarkParams | None = None) -> str:
-    """What a checkpoint depends on: the parameters (but where and how often things are written, the loader, and
-    whether the keys' forward is compiled), the training code and the data's clip tables — when any of them changes
+    """What a checkpoint depends on: the parameters (but where and how often things are written, the loader's
+    processes, where the colour jitter runs and whether the keys' forward is compiled), the training code and the data's clip tables — when any of them changes
     DVC reruns the stage, and an old checkpoint must not stand in for the new run."""
     relevant = p.model_dump(mode="json", exclude={"num_workers", "log_every", "ckpt_every", "out_dir", "live_dir",
-                                                  "compile_keys"})
+                                                  "compile_keys", "colour_on"})
     if p.method == "supervised":
         relevant["benchmark"] = (bench or BenchmarkParams()).model_dump(mode="json")
     h = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
@@ -157,8 +157,7 @@ def save_encoder(path: Path, backbone: torch.nn.Module, p: PretrainParams, step:
             "feat_dim": backbone.out_dim, "step": step}
     if fold_state_dicts is not None:
         blob["fold_state_dicts"] = fold_state_dicts
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    save_torch(blob, path)
 
 
 def encoder_folds(path: Path | str) -> int:
@@ -321,15 +320,17 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
                 live.log_metric("train/steps", 0)  # a fresh history, so no other run's metrics stand for this one
         return {"method": "random", "steps": 0}
     frame_method = p.method in FRAME_METHODS
+    colour_on_host = p.colour_on == "loader" or (p.colour_on == "auto" and fabric.device.type == "cpu")
     dataset = ClipDataset(p.data, clip_len=1 if frame_method else p.clip_len, stride=p.frame_stride,
-                          size=p.image_size, seed=p.seed, frame_jitter=p.frame_jitter)
+                          size=p.image_size, seed=p.seed, frame_jitter=p.frame_jitter, colour_on_host=colour_on_host)
     batch = p.batch_clips * p.clip_len if frame_method else p.batch_clips
 
     def step_fn(m, b):
         # CIR's frames of other people, loaded only when the step runs CIR (clp: 1 in cir_every)
         def others():
             return fabric.to_device(dataset.others(b["index"]))
-        return m(b["view_q"], b["view_k"], b["clip_id"], others, b["identity"])
+        view_q, view_k = finish_views(b)  # coloured here when the loader left it to the trainer
+        return m(view_q, view_k, b["clip_id"], others, b["identity"])
 
     steps, resumed = _train(fabric, model, dataset, batch, p, p.out_dir / "checkpoints" / "last.ckpt", p.method,
                             p.batch_clips * p.clip_len, step_fn, progress, log)
