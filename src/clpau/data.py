@@ -63,9 +63,9 @@ class _ShardDataset(Dataset):
 class ClipDataset(_ShardDataset):
     """Item: {"view_q", "view_k": (T, 3, S, S) float, "clip_id": int, "identity": int}. `clip_len` frames `stride`
     apart, from a random offset inside the clip when augmenting. With `colour_on_host` False the views are uint8
-    crops and the colour jitter is left to the trainer's device (`finish_views`): a GPU does it in microseconds,
-    the loader's workers are spared its float passes, and a batch crosses to the GPU in a quarter of the bytes. The frames of other people that cross-identity
-    reconstruction swaps in come from `others`, asked for only on the steps that run CIR."""
+    crops and the colour jitter is left to the trainer's device (`finish_views`): the loader's workers are spared
+    its float passes, and a batch crosses to the GPU in a quarter of the bytes. The frames of other people that
+    cross-identity reconstruction swaps in come from `others`, asked for only on the steps that run CIR."""
 
     def __init__(self, roots: list[Path | str], clip_len: int = 8, stride: int = 1, size: int = 64,
                  augment: bool = True, seed: int = 0, frame_jitter: float = 0.0, colour_on_host: bool = True):
@@ -265,10 +265,10 @@ def apply_colour(x: torch.Tensor, params: torch.Tensor | np.ndarray, mean: float
 def finish_views(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """A training batch's two views as normalised float: as they come when the loader coloured them, else
     coloured here, on the batch's device, from the loader's uint8 crops and colour draws (`colour_on_host`)."""
-    views = [batch["view_q"], batch["view_k"]]
-    if "colour_q" in batch:
-        views = [apply_colour(batch[key], batch[COLOUR_KEYS[key]], MEAN, STD) for key in ("view_q", "view_k")]
-    return views[0], views[1]
+    if "colour_q" not in batch:
+        return batch["view_q"], batch["view_k"]
+    q, k = (apply_colour(batch[key], batch[COLOUR_KEYS[key]], MEAN, STD) for key in ("view_q", "view_k"))
+    return q, k
 
 
 def _binomial_sum(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

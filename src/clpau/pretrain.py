@@ -95,8 +95,9 @@ TRAINING_CODE = ("pretrain.py", "clp.py", "simclr.py", "data.py", "backbone.py")
 
 def fingerprint(p: PretrainParams, bench: BenchmarkParams | None = None) -> str:
     """What a checkpoint depends on: the parameters (but where and how often things are written, the loader's
-    processes, where the colour jitter runs and whether the keys' forward is compiled), the training code and the data's clip tables — when any of them changes
-    DVC reruns the stage, and an old checkpoint must not stand in for the new run."""
+    processes, where the colour jitter runs and whether the keys' forward is compiled), the training code and the
+    data's clip tables — when any of them changes DVC reruns the stage, and an old checkpoint must not stand in for
+    the new run."""
     relevant = p.model_dump(mode="json", exclude={"num_workers", "log_every", "ckpt_every", "out_dir", "live_dir",
                                                   "compile_keys", "colour_on"})
     if p.method == "supervised":
