@@ -25,6 +25,7 @@ import itertools
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -103,6 +104,8 @@ def main() -> None:
     ap.add_argument("--batch-clips", type=int, default=None)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--no-loader", action="store_true", help="step rates only (no extracted data needed)")
+    ap.add_argument("--data", nargs="+", type=Path, default=None,
+                    help="extract outputs the loader reads (default: params.yaml's pretrain.data)")
     ap.add_argument("--colour-on", choices=["loader", "trainer"], default=None,
                     help="where the loader's views get their colour jitter (params' colour_on; default as its auto: "
                          "the trainer with --device cuda, else the loader)")
@@ -112,7 +115,8 @@ def main() -> None:
     args = ap.parse_args()
     reuse_freed_memory()  # as `clpau pretrain` does
     p = load_params().pretrain
-    updates = {"backbone": args.backbone, "image_size": args.image_size, "batch_clips": args.batch_clips}
+    updates = {"backbone": args.backbone, "image_size": args.image_size, "batch_clips": args.batch_clips,
+               "data": args.data}
     p = p.model_copy(update={k: v for k, v in updates.items() if v is not None})
     args.steps = -(-args.steps // p.cir_every) * p.cir_every
     torch.manual_seed(0)

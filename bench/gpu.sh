@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 4 in one run (about 6 minutes on one H200): step rates of every method in the GPU profile
+# (resnet18, 112 px, 64 clips x 8 frames) and in the CPU profile, the profiler's top operators of a clp step, and
+# the whole `clpau pretrain` loop (Fabric, loader workers, checkpoints, dvclive) for STEPS steps with the colour
+# jitter on the trainer and then in the loader. Each part's output is a file in $OUT (default reports/gpu); a part
+# that fails is reported and the next one runs.
+#
+#   python bench/gpu_pack.py     # here, once: .gpu/ = a slice of data/clips/synth_pretrain (+ wheels, see there)
+#   bash bench/gpu.sh            # there, from the repo root (carry .gpu along)
+#
+# A dry run of the script on a CPU, on tiny batches: DEVICE=cpu BATCH=2 SIZE=64 STEPS=20 ROUNDS=1 bash bench/gpu.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-reports/gpu}
+DEVICE=${DEVICE:-cuda}
+STEPS=${STEPS:-300}
+ROUNDS=${ROUNDS:-5}
+BATCH=${BATCH:-64}
+SIZE=${SIZE:-112}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+if [ -d .gpu/wheels ] && ! $PY -c "import dvclive, pydantic" 2>/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/clpau-site \
+    .gpu/wheels/*.whl || exit 1
+  export PYTHONPATH=/tmp/clpau-site
+fi
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+failed=()
+part() {  # part NAME COMMAND...: run, keep its output in $OUT/NAME.txt, remember a failure
+  local name=$1; shift
+  echo "== $name: $*"
+  local t0=$SECONDS
+  "$@" 2>&1 | tee "$OUT/$name.txt"
+  local rc=${PIPESTATUS[0]}
+  echo "== $name: exit $rc after $((SECONDS - t0)) s"
+  [ "$rc" = 0 ] || failed+=("$name")
+}
+
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || true
+  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.get_num_threads(), 'threads')"
+  nproc; } > "$OUT/machine.txt" 2>&1
+gpu=(--device "$DEVICE" --backbone resnet18 --image-size "$SIZE" --batch-clips "$BATCH")
+part bench "$PY" bench/pretrain.py "${gpu[@]}" --workers 8 --data .gpu/clips --rounds "$ROUNDS"
+part bench_cpu_profile "$PY" bench/pretrain.py --device "$DEVICE" --no-loader --rounds "$ROUNDS"
+part profile "$PY" bench/pretrain.py "${gpu[@]}" --no-loader --rounds 1 --steps 16 --profile clp
+
+run=$(mktemp -d)
+for colour in trainer loader; do
+  mkdir -p "$run/$colour"
+  cat > "$run/$colour/params.yaml" <<EOF
+pretrain:
+  data: [$PWD/.gpu/clips]
+  backbone: resnet18
+  image_size: $SIZE
+  batch_clips: $BATCH
+  num_workers: 8
+  colour_on: $colour
+  max_steps: $STEPS
+  log_every: 10
+EOF
+  pushd "$run/$colour" > /dev/null && part "loop_$colour" "$PY" -m clpau pretrain --quiet; popd > /dev/null
+  $PY - "$run/$colour/dvclive/pretrain" >> "$OUT/loop_$colour.txt" 2>&1 <<'EOF'
+import csv, statistics, sys
+from pathlib import Path
+plots = Path(sys.argv[1]) / "plots" / "metrics"
+def column(name):
+    with open(plots / f"{name}.tsv") as f:
+        rows = [float(row[name]) for row in csv.DictReader(f, delimiter="\t")]
+    return rows[3:] if len(rows) > 5 else rows  # past warm-up and compiles
+rate, wait = column("img_per_s"), column("loader_wait")
+print(f"loop: median img/s {statistics.median(rate):.0f} (windows {min(rate):.0f}-{max(rate):.0f}), "
+      f"median loader_wait {statistics.median(wait):.3f} (max {max(wait):.3f}), {len(rate)} windows of 10 steps")
+EOF
+done
+echo "failed parts: ${failed[*]:-none}" | tee "$OUT/summary.txt"
+[ ${#failed[@]} = 0 ]
