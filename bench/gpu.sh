@@ -19,7 +19,7 @@ BATCH=${BATCH:-64}
 SIZE=${SIZE:-112}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
-if [ -d .gpu/wheels ] && ! $PY -c "import dvclive, pydantic" 2>/dev/null; then
+if [ -d .gpu/wheels ] && ! $PY -c "import dvclive, lightning_fabric, pydantic" 2>/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/clpau-site \
     .gpu/wheels/*.whl || exit 1
   export PYTHONPATH=/tmp/clpau-site

@@ -1,6 +1,6 @@
 """Pack what `bench/gpu.sh` needs on a GPU machine that has Python and PyTorch but no network (a cluster node, a lent
 accelerator): a slice of the extracted pretraining clips and the wheels of the few pure-Python-or-small packages
-`clpau pretrain` imports that such an image usually lacks. Writes `.gpu/` (git-ignored), about 40 MB:
+`clpau pretrain` imports that such an image usually lacks. Writes `.gpu/` (git-ignored), about 43 MB:
 
     python bench/gpu_pack.py [--videos 10] [--python-version 3.12]
 
@@ -23,8 +23,9 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 # Imported by `clpau pretrain` (config: pydantic; the loop: dvclive, which imports dvc at module level) and absent
-# from a CUDA PyTorch + Lightning image; found by listing sys.modules after a 3-step run.
-WHEELS = ["pydantic", "pydantic_core", "annotated-types", "typing-inspection", "typing_extensions", "dvclive", "dvc",
+# from a CUDA PyTorch + Lightning image; found by listing sys.modules after a 3-step run. Lightning Fabric too: an
+# image's `lightning` package holds it as `lightning.fabric`, not as the top-level `lightning_fabric` imported here.
+WHEELS = ["lightning-fabric", "lightning-utilities", "pydantic", "pydantic_core", "annotated-types", "typing-inspection", "typing_extensions", "dvclive", "dvc",
           "dvc-data", "dvc-objects", "dvc-http", "dvc-render", "dvc-studio-client", "scmrepo", "dulwich", "fsspec",
           "atpublic", "diskcache", "dpath", "flatten-dict", "flufl.lock", "funcy", "orjson", "pydot", "pygtrie",
           "ruamel.yaml", "sqltrie", "voluptuous", "wcwidth", "zc.lockfile"]
