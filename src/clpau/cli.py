@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where --preview writes (default: %(default)s)")
     sy.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
-    pt = sub.add_parser("pretrain", help="self-supervised pretraining (clp, tcl, cir, simclr, moco, random)",
+    pt = sub.add_parser("pretrain", help="pretraining: clp, its ablations tcl and cir, simclr, moco, random; supervised (upper bound)",
                         description="Train an encoder on the clips of pretrain.data with Lightning Fabric; writes "
                                     "pretrain.out_dir/encoder.pt, checkpoints (a rerun resumes from the last) and "
                                     "dvclive metrics in pretrain.live_dir.")
