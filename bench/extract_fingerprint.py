@@ -2,17 +2,18 @@
 and the first step that differs from a reference run.
 
     python bench/extract_fingerprint.py                       # print this machine's hashes
-    python bench/extract_fingerprint.py --compare bench/fingerprints/dvc-lock-7af9922.json
+    python bench/extract_fingerprint.py --compare bench/fingerprints/reference.json
     python bench/extract_fingerprint.py --save bench/fingerprints/NAME.json
 
 On one machine extraction is deterministic (tests/test_resume.py), yet `make repro` on two 2-core machines wrote other
 bytes for the synthetic clips while the rendered videos and the real sample's clips were the same (dvc.lock of
 98a07f0 vs 7af9922). The steps, in the order a frame goes through them: decoded grey and RGB pixels (PyAV/FFmpeg),
 the tracker's boxes and scores (dlib HOG), its 68 landmarks (dlib shape predictor), the face descriptor of the
-person followed (dlib ResNet), the alignment matrices (NumPy/LAPACK), the aligned crops (Pillow), their quality
-figures, and the written extract output. The first step whose hash differs is where to look.
-bench/fingerprints/dvc-lock-7af9922.json is the machine that wrote that commit's dvc.lock (its extract outputs are
-those of `make repro` there).
+person followed (dlib ResNet), the alignment matrices, the aligned crops (Pillow), their quality figures, and the
+written extract output. The first step whose hash differs is where to look. This script found one cause: with
+`OPENBLAS_CORETYPE=Haswell` (or Zen, Core2) the crops changed, since the alignment inverted its matrix with
+np.linalg.inv through OpenBLAS's per-CPU kernel; the alignment now uses plain arithmetic
+(tests/test_extract.py checks it). bench/fingerprints/reference.json names the commit and machine it was taken on.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import hashlib
 import json
 import platform
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -84,7 +86,9 @@ def machine() -> dict[str, str]:
             if line.startswith("flags") and not flags:
                 flags = set(line.split(":", 1)[1].split())
     simd = " ".join(f for f in ("sse4_2", "avx", "fma", "avx2", "avx512f", "avx512_fp16", "amx_tile") if f in flags)
-    return {"cpu": cpu or platform.processor(), "simd": simd, "python": platform.python_version(),
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return {"commit": commit.stdout.strip(), "cpu": cpu or platform.processor(), "simd": simd,
+            "python": platform.python_version(),
             "numpy": np.__version__, "dlib": dlib.__version__, "av": av.__version__, "pillow": PIL.__version__}
 
 

@@ -164,3 +164,28 @@ def test_variable_frame_rate_is_frame_accurate(sample_video, tmp_path):
     assert row["frames"] == 40
     index = pd.read_parquet(tmp_path / "o" / "frames" / row["key"] / "index.parquet")
     np.testing.assert_allclose(index["timestamp"], (np.array(pts) - pts[0]) / 1000, atol=1e-3)
+
+
+def test_crops_do_not_depend_on_the_cpus_blas_kernel_or_simd(sample_video, tmp_path):
+    """The alignment's geometry runs without BLAS and SIMD maths: the sample video's crops are the same bytes with
+    OpenBLAS's Core2 kernel and NumPy held to its baseline SIMD as with this CPU's own (np.linalg.inv changed
+    some crops between kernels)."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import hashlib, sys, numpy as np\n"
+              "from clpau.chunk import ChunkTask, process_chunk\n"
+              "from clpau.config import ExtractParams\n"
+              "res = process_chunk(ChunkTask(0, 0, sys.argv[1], None, None, sys.argv[2], ExtractParams()))\n"
+              "assert res.failure is None, res.failure\n"
+              "print(res.n_faces, hashlib.sha256(np.load(sys.argv[2]).tobytes() + res.affine.tobytes()).hexdigest())\n")
+    low = {"OPENBLAS_CORETYPE": "Core2", "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR X86_V3"}
+    outs = []
+    for i, extra in enumerate(({}, low)):
+        env = {k: v for k, v in os.environ.items() if k not in low} | extra
+        proc = subprocess.run([sys.executable, "-c", script, str(sample_video), str(tmp_path / f"{i}.npy")],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(proc.stdout.split())
+    assert int(outs[0][0]) >= 400 and outs[0] == outs[1]

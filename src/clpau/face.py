@@ -17,6 +17,7 @@ background never takes over the track.
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,18 +123,30 @@ class Template:
 
 
 def eye_centres(lm: np.ndarray) -> np.ndarray:
-    return np.stack([lm[LEFT_EYE].mean(0), lm[RIGHT_EYE].mean(0)]).astype(np.float64)
+    return np.stack([lm[LEFT_EYE].astype(np.float64).mean(0), lm[RIGHT_EYE].astype(np.float64).mean(0)])
 
 
+# The alignment's geometry is plain arithmetic on Python floats: no BLAS or LAPACK (np.linalg.inv ran through
+# OpenBLAS's kernel for the CPU at hand, and other kernels changed some crops — bench/extract_fingerprint.py with
+# OPENBLAS_CORETYPE=Haswell) and no SIMD sin/cos (NumPy's differ between CPUs in the last bit), so the same video
+# gives the same crops on every machine and DVC's cache holds across them.
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2×3 matrix of the similarity that maps the two points `src` exactly onto the two points `dst`."""
-    vs, vd = src[1] - src[0], dst[1] - dst[0]
-    k = np.hypot(*vd) / max(np.hypot(*vs), 1e-6)
-    ang = np.arctan2(vd[1], vd[0]) - np.arctan2(vs[1], vs[0])
-    c, s = np.cos(ang) * k, np.sin(ang) * k
-    rot = np.array([[c, -s], [s, c]])
-    t = dst[0] - rot @ src[0]
-    return np.hstack([rot, t[:, None]])
+    """2×3 matrix of the similarity that maps the two points `src` exactly onto the two points `dst`. With the
+    point-to-point vectors as complex numbers, rotation and scale are their quotient: c + i·s = v_dst / v_src."""
+    (sx0, sy0), (sx1, sy1) = ((float(x), float(y)) for x, y in src)
+    (dx0, dy0), (dx1, dy1) = ((float(x), float(y)) for x, y in dst)
+    vx, vy, wx, wy = sx1 - sx0, sy1 - sy0, dx1 - dx0, dy1 - dy0
+    n = max(vx * vx + vy * vy, 1e-12)
+    c, s = (wx * vx + wy * vy) / n, (vx * wy - vy * wx) / n
+    return np.array([[c, -s, dx0 - (c * sx0 - s * sy0)], [s, c, dy0 - (s * sx0 + c * sy0)]])
+
+
+def invert_affine(m: np.ndarray) -> tuple[float, float, float, float, float, float]:
+    """(a, b, tx, d, e, ty) of the inverse of the 2×3 affine `m`, by the closed form."""
+    a, b, tx, d, e, ty = (float(v) for v in m.ravel())
+    det = a * e - b * d
+    ia, ib, id_, ie = e / det, -b / det, -d / det, a / det
+    return ia, ib, -(ia * tx + ib * ty), id_, ie, -(id_ * tx + ie * ty)
 
 
 def align(rgb: np.ndarray, lm: np.ndarray, template: Template) -> tuple[np.ndarray, np.ndarray]:
@@ -143,30 +156,29 @@ def align(rgb: np.ndarray, lm: np.ndarray, template: Template) -> tuple[np.ndarr
     the bilinear warp does not alias fine texture such as wrinkles and furrows, which carry AU information.
     """
     fwd = similarity(eye_centres(lm), template.eyes)
-    inv = np.linalg.inv(np.vstack([fwd, [0, 0, 1]]))[:2]  # crop -> frame
+    a, b, tx, d, e, ty = invert_affine(fwd)  # crop -> frame
     s = template.size
-    k = float(np.hypot(*fwd[:, 0]))
+    k = math.sqrt(float(fwd[0, 0]) ** 2 + float(fwd[1, 0]) ** 2)
     img = Image.fromarray(rgb)
-    origin = np.zeros(2)
+    ox = oy = 0
     factor = int(1.0 / k) if k < 0.5 else 1
     if factor > 1:
-        corners = inv @ np.array([[0, s, 0, s], [0, 0, s, s], [1, 1, 1, 1]], dtype=np.float64)
-        x0, y0 = np.floor(corners.min(1)).astype(int) - factor
-        x1, y1 = np.ceil(corners.max(1)).astype(int) + factor
-        x0, y0 = max(x0, 0), max(y0, 0)
-        x1, y1 = min(x1, rgb.shape[1]), min(y1, rgb.shape[0])
+        corners = [(0, 0), (s, 0), (0, s), (s, s)]
+        xs = [a * x + b * y + tx for x, y in corners]
+        ys = [d * x + e * y + ty for x, y in corners]
+        x0, y0 = max(math.floor(min(xs)) - factor, 0), max(math.floor(min(ys)) - factor, 0)
+        x1, y1 = min(math.ceil(max(xs)) + factor, rgb.shape[1]), min(math.ceil(max(ys)) + factor, rgb.shape[0])
         if x1 - x0 >= factor and y1 - y0 >= factor:
             img = img.crop((x0, y0, x1, y1)).reduce(factor)
-            origin = np.array([x0, y0], dtype=np.float64)
+            ox, oy = x0, y0
         else:
             factor = 1
     # frame (pixel centres) -> working image: w = (p - origin + 0.5) / factor - 0.5
-    m = inv[:, :2] / factor
-    t = (inv[:, 2] - origin + 0.5) / factor - 0.5
+    m00, m01, m10, m11 = a / factor, b / factor, d / factor, e / factor
+    t0, t1 = (tx - ox + 0.5) / factor - 0.5, (ty - oy + 0.5) / factor - 0.5
     # PIL samples the input at M·(x+0.5, y+0.5) + c in pixel-corner coordinates
-    c = t - m @ np.array([0.5, 0.5]) + 0.5
-    crop = img.transform((s, s), Image.AFFINE, (m[0, 0], m[0, 1], c[0], m[1, 0], m[1, 1], c[1]),
-                         resample=Image.BILINEAR)
+    c0, c1 = t0 - (m00 + m01) * 0.5 + 0.5, t1 - (m10 + m11) * 0.5 + 0.5
+    crop = img.transform((s, s), Image.AFFINE, (m00, m01, c0, m10, m11, c1), resample=Image.BILINEAR)
     return np.asarray(crop), fwd.astype(np.float32)
 
 
