@@ -44,7 +44,10 @@ from .video import VideoError, probe
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
                     ".ts", ".mts", ".m2ts", ".ogv"}
 SUCCESS = ("ok", "multiple_faces", "truncated")
-FORMAT_VERSION = 2  # bump when the output layout or the algorithm changes: cached results are then redone
+FORMAT_VERSION = 2  # bump when the output layout changes: cached results are then redone
+# the modules that make a video's result (the DVC stage's code deps): changing any of them redoes cached videos —
+# else `dvc repro` reruns the stage after a code change and its persisted outputs come back unchanged
+CODE = ("extract.py", "chunk.py", "face.py", "video.py")
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -78,10 +81,18 @@ def identity_of(p: Path, rule: str) -> str:
     return p.stem
 
 
+def code_digest() -> str:
+    h = hashlib.sha256()
+    for name in CODE:
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def fingerprint(params: ExtractParams) -> str:
-    """What a cached per-video result depends on (not workers, inputs or out_dir)."""
+    """What a cached per-video result depends on (not workers, inputs or out_dir): params, format and code."""
     relevant = params.model_dump(mode="json", exclude={"workers", "inputs", "out_dir"})
     relevant["format"] = FORMAT_VERSION
+    relevant["code"] = code_digest()
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
