@@ -107,14 +107,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for video in videos:
             run["videos"][video.name] = fingerprint(video, params, Path(tmp))
+    if args.save:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        args.save.write_text(json.dumps(run, indent=2) + "\n")
     print("  ".join(f"{k} {v}" for k, v in run["machine"].items()))
     for name, steps in run["videos"].items():
         print(f"{name}")
         for step in STEPS:
             print(f"  {step:<15} {steps[step]}")
-    if args.save:
-        args.save.parent.mkdir(parents=True, exist_ok=True)
-        args.save.write_text(json.dumps(run, indent=2) + "\n")
     if args.compare:
         ref = json.loads(args.compare.read_text())
         print(f"reference: {'  '.join(f'{k} {v}' for k, v in ref['machine'].items())}")
