@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 # Imported by `clpau pretrain` (config: pydantic; the loop: dvclive, which imports dvc at module level) and absent
@@ -43,7 +44,7 @@ def pins() -> dict[str, str]:
 
 
 def normal(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
+    return canonicalize_name(name)
 
 
 def pack_clips(src: Path, out: Path, videos: int, replicas: int = 1) -> int:

@@ -32,7 +32,7 @@ import torch
 from clpau.backbone import build_backbone
 from clpau.config import load_params
 from clpau.data import ClipDataset, finish_views
-from clpau.pretrain import Supervised, adamw, build_model, epoch_loader, reuse_freed_memory
+from clpau.pretrain import Supervised, adamw, build_model, colour_on_host, epoch_loader, reuse_freed_memory
 
 
 def training_step(model, batch: dict, run: Callable, device: str) -> Callable[[], None]:
@@ -182,9 +182,10 @@ def main() -> None:
     if args.no_loader:
         return
     # the training run's dataset: same frame stride, per-frame jitter and seed
-    colour_on = args.colour_on or ("trainer" if args.device == "cuda" else "loader")
+    host = colour_on_host(args.colour_on or "auto", args.device)
+    colour_on = "loader" if host else "trainer"
     ds = ClipDataset(p.data, clip_len=t, stride=p.frame_stride, size=s, seed=p.seed, frame_jitter=p.frame_jitter,
-                     colour_on_host=colour_on == "loader")
+                     colour_on_host=host)
     batches = endless(ds, b, 0, p.cir_every)
     warm_up(lambda: next(batches))
     views = {k: v.to(args.device) for k, v in next(batches).items() if isinstance(v, torch.Tensor)}

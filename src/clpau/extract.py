@@ -38,7 +38,7 @@ from tqdm import tqdm
 from . import chunk
 from .chunk import ChunkResult, ChunkTask, process_chunk
 from .config import ExtractParams
-from .fileio import atomic_path, remove_stale_tmp, sha256_file, write_json, write_parquet
+from .fileio import atomic_path, hash_modules, remove_stale_tmp, sha256_file, write_json, write_parquet
 from .video import VideoError, probe
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
@@ -83,8 +83,7 @@ def identity_of(p: Path, rule: str) -> str:
 
 def code_digest() -> str:
     h = hashlib.sha256()
-    for name in CODE:
-        h.update((Path(__file__).parent / name).read_bytes())
+    hash_modules(h, CODE)
     return h.hexdigest()[:16]
 
 

@@ -82,6 +82,13 @@ def write_parquet(path: Path | str, df) -> None:  # df: pandas.DataFrame
         df.to_parquet(tmp, index=False)
 
 
+def hash_modules(h: Any, names: tuple[str, ...]) -> None:
+    """Feed the source of this package's modules `names` to the hash `h`: what a cached result depends on when the
+    code that made it changes (DVC reruns the stage, and a persisted result must not stand in for the new one)."""
+    for name in names:
+        h.update((Path(__file__).parent / name).read_bytes())
+
+
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -29,7 +29,7 @@ from .backbone import build_backbone
 from .clp import CLP, Projector
 from .config import BenchmarkParams, ConfigError, PretrainParams
 from .data import ClipDataset, collate, finish_views
-from .fileio import save_torch
+from .fileio import hash_modules, save_torch
 from .simclr import nt_xent
 
 FRAME_METHODS = {"simclr", "moco"}
@@ -93,6 +93,12 @@ LOGGED_TERMS = ("loss", "nce", "rank", "self", "swap", "cycle", "id", "queue_fil
 TRAINING_CODE = ("pretrain.py", "clp.py", "simclr.py", "data.py", "backbone.py")
 
 
+def colour_on_host(colour_on: str, device_type: str) -> bool:
+    """Whether the loader applies the views' colour jitter (`colour_on`; auto: on a CPU, where the trainer's batched
+    pass costs what it saves the loader) rather than the trainer's device."""
+    return colour_on == "loader" or (colour_on == "auto" and device_type == "cpu")
+
+
 def fingerprint(p: PretrainParams, bench: BenchmarkParams | None = None) -> str:
     """What a checkpoint depends on: the parameters (but where and how often things are written, the loader's
     processes, where the colour jitter runs and whether the keys' forward is compiled), the training code and the
@@ -103,8 +109,7 @@ def fingerprint(p: PretrainParams, bench: BenchmarkParams | None = None) -> str:
     if p.method == "supervised":
         relevant["benchmark"] = (bench or BenchmarkParams()).model_dump(mode="json")
     h = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
-    for name in TRAINING_CODE:
-        h.update((Path(__file__).parent / name).read_bytes())
+    hash_modules(h, TRAINING_CODE)
     tables = [Path(d) / "clips.parquet" for d in p.data]
     if p.method == "supervised":
         tables.append((bench or BenchmarkParams()).clips / "clips.parquet")
@@ -321,9 +326,9 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
                 live.log_metric("train/steps", 0)  # a fresh history, so no other run's metrics stand for this one
         return {"method": "random", "steps": 0}
     frame_method = p.method in FRAME_METHODS
-    colour_on_host = p.colour_on == "loader" or (p.colour_on == "auto" and fabric.device.type == "cpu")
     dataset = ClipDataset(p.data, clip_len=1 if frame_method else p.clip_len, stride=p.frame_stride,
-                          size=p.image_size, seed=p.seed, frame_jitter=p.frame_jitter, colour_on_host=colour_on_host)
+                          size=p.image_size, seed=p.seed, frame_jitter=p.frame_jitter,
+                          colour_on_host=colour_on_host(p.colour_on, fabric.device.type))
     batch = p.batch_clips * p.clip_len if frame_method else p.batch_clips
 
     def step_fn(m, b):
