@@ -32,16 +32,17 @@ import torch
 from clpau.backbone import build_backbone
 from clpau.config import load_params
 from clpau.data import ClipDataset, finish_views
+from clpau.hardware import autocast_dtype, resolve_precision
 from clpau.pretrain import Supervised, adamw, build_model, colour_on_host, epoch_loader, reuse_freed_memory
 
 
-def training_step(model, batch: dict, run: Callable, device: str) -> Callable[[], None]:
+def training_step(model, batch: dict, run: Callable, device: str, dtype=None) -> Callable[[], None]:
     model = model.to(device, memory_format=torch.channels_last)  # as the training loop does
     opt = adamw(model.parameters(), 1e-3, 1e-4)  # as the training loop's
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     def step() -> None:
-        with torch.autocast(device, dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             loss = run(model, batch)["loss"]
         opt.zero_grad()
         loss.backward()
@@ -49,13 +50,13 @@ def training_step(model, batch: dict, run: Callable, device: str) -> Callable[[]
     return step
 
 
-def forward_step(backbone, images: int, size: int, device: str) -> Callable[[], None]:
+def forward_step(backbone, images: int, size: int, device: str, dtype=None) -> Callable[[], None]:
     backbone = backbone.to(device, memory_format=torch.channels_last)
     x = torch.randn(images, 3, size, size, device=device)
 
     @torch.no_grad()
     def step() -> None:
-        with torch.autocast(device, dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             backbone(x)
     return step
 
@@ -110,6 +111,8 @@ def main() -> None:
                     help="where the loader's views get their colour jitter (params' colour_on; default as its auto: "
                          "the trainer with --device cuda, else the loader)")
     ap.add_argument("--workers", type=int, default=2, help="loader processes for the loader's second figure")
+    ap.add_argument("--precision", default="auto", choices=["auto", "bf16-mixed", "16-mixed", "32-true"],
+                    help="autocast of the steps (default auto: as `clpau pretrain` picks it on this device)")
     ap.add_argument("--profile", metavar="METHOD", default=None,
                     help="also print the torch profiler's top operators of 3 steps of METHOD (e.g. clp, supervised)")
     args = ap.parse_args()
@@ -119,11 +122,13 @@ def main() -> None:
                "data": args.data}
     p = p.model_copy(update={k: v for k, v in updates.items() if v is not None})
     args.steps = -(-args.steps // p.cir_every) * p.cir_every
+    precision, why = resolve_precision(args.precision, args.device)
+    dtype = autocast_dtype(precision)
     torch.manual_seed(0)
     b, t, s = p.batch_clips, p.clip_len, p.image_size
     images = b * t
     print(f"backbone {p.backbone}, {images} images of {s}px per step ({b} clips x {t} frames), "
-          f"{torch.get_num_threads()} threads, bf16 autocast, median of {args.rounds} rounds x {args.steps} steps")
+          f"{torch.get_num_threads()} threads, {precision} ({why}), median of {args.rounds} rounds x {args.steps} steps")
     clip = {"q": torch.randn(b, t, 3, s, s), "k": torch.randn(b, t, 3, s, s), "ids": torch.arange(b),
             "other": torch.randn(b, 3, s, s)}
     frames = {"q": torch.randn(images, 1, 3, s, s), "k": torch.randn(images, 1, 3, s, s),
@@ -140,14 +145,15 @@ def main() -> None:
     for name, batch, update in (*variants, ("clp-full", clip, {"cir_every": 1, "cir_frames": 2}),
                                 ("tcl", clip, {}), ("cir", clip, {}), ("simclr", frames, {}), ("moco", frames, {})):
         model = build_model(p.model_copy(update={"method": name.split("-")[0], **update})).train()
-        steps[name] = training_step(model, batch, lambda m, x: m(x["q"], x["k"], x["ids"], x["other"]), args.device)
+        steps[name] = training_step(model, batch, lambda m, x: m(x["q"], x["k"], x["ids"], x["other"]), args.device,
+                                    dtype)
     n_aus = len(load_params().benchmark.au_list)
     steps["supervised"] = training_step(
         Supervised(build_backbone(p.backbone), n_aus).train(),
         {"x": torch.randn(images, 3, s, s), "y": torch.randint(0, 2, (images, n_aus)).float()},
-        lambda m, x: m(x["x"], x["y"]), args.device)
+        lambda m, x: m(x["x"], x["y"]), args.device, dtype)
     # what a second view costs: one gradient-free forward of the same images (MoCo's and TCL's keys)
-    steps["forward-only"] = forward_step(build_backbone(p.backbone).train(), images, s, args.device)
+    steps["forward-only"] = forward_step(build_backbone(p.backbone).train(), images, s, args.device, dtype)
     for step in steps.values():
         warm_up(step)
     if args.profile:

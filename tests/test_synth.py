@@ -182,3 +182,19 @@ def test_rendering_is_byte_reproducible_across_processes(assets, tmp_path):
         digests.append({p.relative_to(params.out_dir): p.read_bytes() for p in sorted(params.out_dir.rglob("*.mp4"))})
     assert digests[0].keys() == digests[1].keys() and len(digests[0]) == 27
     assert all(digests[0][k] == digests[1][k] for k in digests[0])
+
+
+def test_eye_masks_on_their_box_give_the_pixels_of_the_whole_canvas(model, monkeypatch):
+    """The renderer draws sclera, iris and pupil masks on the eye's bounding box only (2x the frames/s): for random
+    expressions and poses, eyes open and closed, every pixel equals the whole-canvas rendering's."""
+    import clpau.render as render
+
+    rng = np.random.default_rng(3)
+    cases = [(Identity.sample(seed), np.clip(rng.normal(0.3, 0.9, 20), 0, 3),
+              Pose(pitch=rng.normal(0, 8), yaw=rng.normal(0, 15), roll=rng.normal(0, 6), dx=rng.normal(0, 0.05),
+                   dy=rng.normal(0, 0.05), scale=rng.uniform(0.85, 1.1))) for seed in range(6) for _ in range(10)]
+    boxed = [Renderer(model, ident, size=192).render(au, pose) for ident, au, pose in cases]
+    monkeypatch.setattr(render, "EYE_BOX", False)
+    whole = [Renderer(model, ident, size=192).render(au, pose) for ident, au, pose in cases]
+    assert all(np.array_equal(a, b) for a, b in zip(boxed, whole, strict=True))
+    assert len({a.tobytes() for a in boxed}) == len(cases)  # the cases are 60 different frames

@@ -135,7 +135,9 @@ class PretrainParams(_Section):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(20, ge=0)
-    precision: str = "bf16-mixed"
+    precision: Literal["auto", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "32-true", "64-true"] = Field(
+        "auto", description="auto: bf16-mixed where the device runs bf16 natively (CPUs with AVX-512 BF16 or AMX, "
+                            "CUDA devices with bf16), 16-mixed on older CUDA devices, 32-true elsewhere (hardware.py)")
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"

@@ -173,6 +173,7 @@ def finetune_fold(encoder_path: Path, data: LabelledSet, train: np.ndarray, test
     from tqdm import tqdm
 
     from .data import LabelledFrames
+    from .hardware import autocast_dtype, resolve_precision
     from .pretrain import Supervised, adamw, encoder_folds, epoch_loader, load_encoder
 
     torch.manual_seed(fold)
@@ -185,6 +186,8 @@ def finetune_fold(encoder_path: Path, data: LabelledSet, train: np.ndarray, test
     opt = adamw(model.parameters(), p.finetune_lr, 1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, p.finetune_lr, total_steps=p.finetune_steps, pct_start=0.1)
     model = model.to(memory_format=torch.channels_last)
+    # bf16 where this CPU runs it natively, fp32 elsewhere (emulated bf16 is ~3x slower than fp32): hardware.py
+    dtype = autocast_dtype(resolve_precision("auto", "cpu")[0])
     bar = tqdm(total=p.finetune_steps, desc=f"fine-tune fold {fold}", unit="step", disable=not progress)
     step = 0
     epoch = 0
@@ -195,7 +198,7 @@ def finetune_fold(encoder_path: Path, data: LabelledSet, train: np.ndarray, test
         for batch in loader:
             if step == p.finetune_steps:
                 break
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 loss = model(batch["image"], batch["labels"])["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -39,6 +39,7 @@ from . import chunk
 from .chunk import ChunkResult, ChunkTask, process_chunk
 from .config import ExtractParams
 from .fileio import atomic_path, hash_modules, remove_stale_tmp, sha256_file, write_json, write_parquet
+from .hardware import usable_cpus
 from .video import VideoError, probe
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
@@ -431,7 +432,7 @@ def run_extract(inputs: list[Path | str], out: Path | str, params: ExtractParams
         (out / name).unlink(missing_ok=True)
     if pool is None:
         n = workers if workers is not None else params.workers
-        with Workers(n or os.cpu_count() or 1) as own:
+        with Workers(n or usable_cpus()) as own:
             return run_extract(inputs, out, params, identity_rule=identity_rule, progress=progress, pool=own)
     fp = fingerprint(params)
 

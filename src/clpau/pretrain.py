@@ -30,6 +30,7 @@ from .clp import CLP, Projector
 from .config import BenchmarkParams, ConfigError, PretrainParams
 from .data import ClipDataset, collate, finish_views
 from .fileio import hash_modules, save_torch
+from .hardware import device_type, resolve_precision
 from .simclr import nt_xent
 
 FRAME_METHODS = {"simclr", "moco"}
@@ -206,10 +207,12 @@ class Supervised(torch.nn.Module):
 
 def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Path, desc: str,
            images_per_step: int, step_fn, progress: bool, log, step_offset: int = 0,
-           append_log: bool = False, fp: str | None = None) -> tuple[int, bool]:
+           append_log: bool = False, fp: str | None = None, run_info: dict | None = None) -> tuple[int, bool]:
     """The loop: warm-up + cosine lr, Fabric backward, dvclive every log_every steps, atomic checkpoints every
     ckpt_every steps; resumes from `ckpt_path` when it exists. Returns (steps done, resumed). Several runs may log
-    into one dvclive history one after another (`step_offset`, `append_log`: the supervised folds)."""
+    into one dvclive history one after another (`step_offset`, `append_log`: the supervised folds). `run_info`
+    (device, precision and why, threads) goes into the dvclive summary, so `dvc exp show` shows what each run ran
+    on."""
     from dvclive import Live
     from tqdm import tqdm
 
@@ -241,6 +244,8 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
     # dvcyaml=False: the stage declares its own metrics and plots; save_dvc_exp=False: never touch git itself
     live = (Live(str(p.live_dir), dvcyaml=False, save_dvc_exp=False, resume=resumed or append_log, report=None)
             if fabric.global_rank == 0 else None)
+    if live is not None and run_info:
+        live.summary["run"] = dict(run_info)
     bar = tqdm(total=p.max_steps, initial=step, desc=f"pretrain {desc}", unit="step",
                disable=not progress or fabric.global_rank != 0)
     t_last, n_last = time.perf_counter(), step
@@ -299,7 +304,11 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
     from lightning_fabric import Fabric
 
     reuse_freed_memory()
-    where = {"accelerator": p.accelerator, "devices": p.devices, "precision": p.precision}
+    precision, why = resolve_precision(p.precision, device_type(p.accelerator))
+    log(f"pretrain: precision {precision} ({why}); {torch.get_num_threads()} threads")
+    run_info = {"device": device_type(p.accelerator), "precision": precision, "precision_reason": why,
+                "threads": torch.get_num_threads()}
+    where = {"accelerator": p.accelerator, "devices": p.devices, "precision": precision}
     fabric = Fabric(**where, strategy=p.strategy)
     if fabric.world_size > 1 and p.method == "clp" and p.cir_every > 1:
         # CIR's networks sit out the steps between CIR steps, and DDP must expect parameters without a gradient
@@ -314,7 +323,7 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
     (p.out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
 
     if p.method == "supervised":
-        return _run_supervised(fabric, p, bench or BenchmarkParams(), encoder_path, progress, log)
+        return _run_supervised(fabric, p, bench or BenchmarkParams(), encoder_path, progress, log, run_info)
     model = build_model(p, gather=lambda t: fabric.all_gather(t).flatten(0, -2) if t.ndim > 1
                         else fabric.all_gather(t).flatten())
     if p.method == "random":
@@ -324,6 +333,7 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
 
             with Live(str(p.live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
                 live.log_metric("train/steps", 0)  # a fresh history, so no other run's metrics stand for this one
+                live.summary["run"] = run_info
         return {"method": "random", "steps": 0}
     frame_method = p.method in FRAME_METHODS
     dataset = ClipDataset(p.data, clip_len=1 if frame_method else p.clip_len, stride=p.frame_stride,
@@ -339,14 +349,14 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
         return m(view_q, view_k, b["clip_id"], others, b["identity"])
 
     steps, resumed = _train(fabric, model, dataset, batch, p, p.out_dir / "checkpoints" / "last.ckpt", p.method,
-                            p.batch_clips * p.clip_len, step_fn, progress, log)
+                            p.batch_clips * p.clip_len, step_fn, progress, log, run_info=run_info)
     if fabric.global_rank == 0:
         save_encoder(encoder_path, model.encoder, p, steps)
-    return {"method": p.method, "steps": steps, "resumed": resumed}
+    return {"method": p.method, "steps": steps, "resumed": resumed, "precision": precision}
 
 
 def _run_supervised(fabric, p: PretrainParams, bench: BenchmarkParams, encoder_path: Path, progress: bool,
-                    log) -> dict:
+                    log, run_info: dict) -> dict:
     """One model per fold, trained on the other folds' subjects; encoder.pt keeps all of them."""
     from .benchmarks import load_labelled, read_folds, split
     from .data import LabelledFrames
@@ -364,7 +374,7 @@ def _run_supervised(fabric, p: PretrainParams, bench: BenchmarkParams, encoder_p
         # the folds log one after another into one history (steps k·max_steps + step)
         steps, _ = _train(fabric, model, dataset, batch, p, p.out_dir / "checkpoints" / f"fold{k}.ckpt",
                           f"supervised fold {k} (test {test[0]}…)", batch, lambda m, b: m(b["image"], b["labels"]),
-                          progress, log, step_offset=k * p.max_steps, append_log=k > 0, fp=fp)
+                          progress, log, step_offset=k * p.max_steps, append_log=k > 0, fp=fp, run_info=run_info)
         fold_states.append({n: v.detach().cpu() for n, v in model.encoder.state_dict().items()})
     if fabric.global_rank == 0:
         save_encoder(encoder_path, model.encoder, p, steps, fold_state_dicts=fold_states)

@@ -41,6 +41,7 @@ KEYPOINTS = {"mouth_r": 61, "mouth_l": 291, "lip_top": 13, "lip_bottom": 14, "ch
              "nose_tip": 1}
 
 ASPECT = 1.3
+EYE_BOX = True  # draw the eyes' masks on their bounding box only (False: on the whole canvas; the same pixels)
 
 SKIN_TONES = np.array([[255, 224, 196], [241, 194, 160], [224, 172, 130], [198, 140, 100], [160, 110, 75],
                        [130, 88, 62], [108, 72, 50]], np.float32)
@@ -256,20 +257,29 @@ class Renderer:
             if opening >= -0.5:  # closed (or lids crossed): the lid is skin, with a dark lash line
                 draw.line([tuple(p) for p in lid[:9].tolist()], fill=(30, 22, 22), width=lash)
                 continue
-            mask = Image.new("L", img.size, 0)
-            ImageDraw.Draw(mask).polygon([tuple(p) for p in lid.tolist()], fill=255)
-            sclera = Image.new("RGB", img.size, (235, 232, 225))
-            img.paste(sclera, (0, 0), mask)
-            c = xy[iris]
-            r = np.linalg.norm(xy[iris + 1: iris + 5] - c, axis=1).mean() * 1.05
-            iris_mask = Image.new("L", img.size, 0)
+            # sclera, iris and pupil all lie inside the lid contour: their masks need only its bounding box (on the
+            # whole canvas the masks took 40 % of a frame's time). Shifted by whole pixels, every shape rasterises to
+            # the same pixels as on the full canvas
+            # the box holds the iris's whole circle as well, so that no shape has a negative coordinate there
+            r = np.linalg.norm(xy[iris + 1: iris + 5] - xy[iris], axis=1).mean() * 1.05
+            lo = np.minimum(lid.min(0), xy[iris] - r)
+            hi = np.maximum(lid.max(0), xy[iris] + r)
+            x0, y0 = (int(np.floor(v)) - 2 for v in lo)
+            x1, y1 = (int(np.ceil(v)) + 3 for v in hi)
+            if not EYE_BOX or min(x0, y0) < 0 or x1 > img.size[0] or y1 > img.size[1]:  # at the edge: whole canvas
+                x0, y0, (x1, y1) = 0, 0, img.size
+            box, at = (x0, y0, x1, y1), np.array([x0, y0])
+            mask = Image.new("L", (x1 - x0, y1 - y0), 0)
+            ImageDraw.Draw(mask).polygon([tuple(p) for p in (lid - at).tolist()], fill=255)
+            img.paste((235, 232, 225), box, mask)
+            c = xy[iris] - at
+            iris_mask = Image.new("L", mask.size, 0)
             ImageDraw.Draw(iris_mask).ellipse([c[0] - r, c[1] - r, c[0] + r, c[1] + r], fill=255)
-            iris_mask = ImageChops.multiply(iris_mask, mask)
-            img.paste(tuple(ident.iris.astype(int).tolist()), (0, 0), iris_mask)
-            pupil = Image.new("L", img.size, 0)
+            img.paste(tuple(ident.iris.astype(int).tolist()), box, ImageChops.multiply(iris_mask, mask))
+            pupil = Image.new("L", mask.size, 0)
             ImageDraw.Draw(pupil).ellipse([c[0] - r * 0.45, c[1] - r * 0.45, c[0] + r * 0.45, c[1] + r * 0.45],
                                           fill=255)
-            img.paste((15, 12, 12), (0, 0), ImageChops.multiply(pupil, mask))
+            img.paste((15, 12, 12), box, ImageChops.multiply(pupil, mask))
             draw.line([tuple(p) for p in lid[:9].tolist()], fill=(30, 22, 22), width=lash)
         # brows: the lower edge pushed down by the person's brow thickness
         for upper_idx, lower_idx in (BROW_R, BROW_L):

@@ -16,7 +16,6 @@ truth (AU intensities without the resting offset, the offset, head pose) for tes
 
 from __future__ import annotations
 
-import os
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -28,6 +27,7 @@ import numpy as np
 from .benchmarks import read_folds
 from .config import SynthParams
 from .fileio import atomic_path
+from .hardware import usable_cpus
 from .render import AU_INDEX, AU_NAMES, Identity, MeshModel, Pose, Renderer
 from .video import write_h264
 
@@ -210,7 +210,7 @@ def run_synth(params: SynthParams, workers: int | None = None, progress: bool = 
 
     specs = plan(params)
     n = workers if workers is not None else params.workers
-    n = n or os.cpu_count() or 1
+    n = n or usable_cpus()
     t0 = time.perf_counter()
     rendered = 0
     bar = tqdm(total=sum(s.frames for s in specs), unit="frame", desc="synth", disable=not progress,
