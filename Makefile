@@ -47,15 +47,18 @@ clean:
 # `dvc exp run` starts from HEAD: commit first, and do not commit while it runs. Without --force, stages whose inputs
 # did not change (assets, synth, extraction) are restored, not rerun. Longer training for every method:
 #   make compare COMPARE_SET="-S pretrain.max_steps=1500"
-METHODS := random simclr moco tcl cir clp supervised
+# Every method once per pretraining seed (SEEDS="0 1 2": mean ± std over seeds in the table):
+#   make compare METHODS="simclr moco clp" SEEDS="0 1 2" COMPARE_SET="-S pretrain.max_steps=1500"
+METHODS ?= random simclr moco tcl cir clp supervised
+SEEDS ?= 0
 COMPARE_SET ?=
 compare: repro
-	for m in $(METHODS); do \
-	  $(BIN)/dvc exp remove -q cmp-$$m 2>/dev/null || true; \
-	  $(BIN)/dvc exp run --temp -n cmp-$$m -S pretrain.method=$$m $(COMPARE_SET); \
-	done
+	for m in $(METHODS); do for s in $(SEEDS); do \
+	  $(BIN)/dvc exp remove -q cmp-$$m-s$$s 2>/dev/null || true; \
+	  $(BIN)/dvc exp run --temp -n cmp-$$m-s$$s -S pretrain.method=$$m -S pretrain.seed=$$s $(COMPARE_SET); \
+	done; done
 	$(BIN)/dvc exp show --no-pager --drop '.*' \
-	  --keep 'Experiment|Created|pretrain.method|f1_mean|f1_std|identity_acc|identity_leakage|encoder_step'
+	  --keep 'Experiment|Created|pretrain.method|pretrain.seed|f1_mean|f1_std|identity_leakage|same_subject_nn|cross_subject_knn_f1|subject_variance_share|encoder_step'
 	$(BIN)/clpau compare --out reports/compare.md
 
 # A local Prefect server (127.0.0.1 only), the process work pool, both deployments of prefect.yaml and a worker.

@@ -5,7 +5,8 @@
     python bench/pipeline.py --stages pretrain evaluate --avx2 --out reports/pipeline_avx2.json
 
 Each stage runs as `dvc repro --single-item --force STAGE` in this workspace (so its inputs must exist: run the
-stages in order, or `dvc repro` once), one after another, and its seconds are printed and written as JSON with the
+stages in order, or `dvc repro` once), one after another, after its persisted outputs are removed (extraction's
+per-video cache and pretraining's checkpoints would otherwise turn a forced run into a no-op; `--warm` keeps them), and its seconds are printed and written as JSON with the
 machine's CPU flags that matter (avx2, avx512f, avx512_bf16, amx_bf16), the ISA ceilings in force and the precision
 that `pretrain.precision: auto` resolves to under them. The emulation caps PyTorch and oneDNN only: dlib, NumPy and
 the video codecs (synth, extract) run as they would natively.
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -27,12 +29,19 @@ from clpau.hardware import BF16_FLAGS, CpuInfo, resolve_precision
 STAGES = ["assets", "synth", "extract@samples", "extract@synth_pretrain", "extract@synth_labelled",
           "validate@samples", "validate@synth_pretrain", "pretrain", "evaluate"]
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+# what a stage keeps across `dvc repro --force` (persisted outputs: extraction's per-video cache, pretraining's
+# checkpoints) and would reuse instead of working: removed first, so that each stage is timed as on a fresh clone
+PERSISTED = {"extract@samples": ["data/clips/samples"], "extract@synth_pretrain": ["data/clips/synth_pretrain"],
+             "extract@synth_labelled": ["data/clips/synth_labelled"],
+             "pretrain": ["models/checkpoints", "dvclive/pretrain"]}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--avx2", action="store_true", help="cap PyTorch and oneDNN at AVX2 (an AVX2-only CPU)")
     ap.add_argument("--stages", nargs="+", default=STAGES, help="stages to time, in this order")
+    ap.add_argument("--warm", action="store_true", help="keep persisted outputs (per-video extraction cache, "
+                                                        "checkpoints): times a rerun, not a fresh clone")
     ap.add_argument("--out", type=Path, help="JSON output (default: reports/pipeline_{native,avx2}.json)")
     args = ap.parse_args()
     env = dict(os.environ, **(AVX2 if args.avx2 else {}))
@@ -44,6 +53,9 @@ def main() -> int:
               "env": {k: env[k] for k in AVX2 if k in env}, "auto_precision": precision, "why": why, "stages": {}}
     print(f"pipeline: {result['isa']}; auto precision {precision} ({why})", flush=True)
     for stage in args.stages:
+        if not args.warm:
+            for path in PERSISTED.get(stage, []):
+                shutil.rmtree(path, ignore_errors=True)
         t0 = time.perf_counter()
         run = subprocess.run(["dvc", "repro", "--single-item", "--force", stage], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

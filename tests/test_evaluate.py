@@ -101,6 +101,9 @@ def test_evaluate_stage_writes_metrics_plots_and_probe(method, synth_clips, tmp_
     assert m["f1_mean"] == pytest.approx(np.mean(list(m["f1_folds"].values())), abs=1e-3)
     assert m["label_efficiency"]["0.25"]["runs"] == 3 * 2 and m["label_efficiency"]["1"]["runs"] == 3
     assert m["identity_chance"] == pytest.approx(1 / 8)
+    # the person-independence figures (independence.py); one video per subject here: same_subject_nn undefined
+    assert m["same_subject_nn"] is None
+    assert 0 <= m["cross_subject_knn_f1"] <= 1 and 0 < m["subject_variance_share"] < 1
     for png in ("per_au_f1.png", "label_efficiency.png", "embedding.png"):
         assert (p.plots_dir / png).stat().st_size > 5000
     assert (p.plots_dir / "per_au.csv").read_text().startswith("au,f1_mean,f1_std,f1_fold0")
@@ -144,13 +147,33 @@ def test_disfa_layout_joins_the_same_frames_as_the_csv_layout(synth_clips, tmp_p
 def test_compare_table_has_gap_closed_and_a_fine_tune_section_only_when_measured():
     from clpau.compare import to_markdown
 
-    def row(method, f1, finetune=None):
+    def row(method, f1, finetune=None, seed=0):
         m = {"f1_mean": f1, "f1_std": 0.01, "f1": {"AU1": f1}, "identity_acc": 1.0, "identity_chance": 0.125}
         if finetune is not None:
             m["finetune"] = {"f1_mean": finetune, "f1_std": 0.02, "steps": 300}
-        return {"method": method, "name": f"cmp-{method}", "metrics": m, "experiment": True}
+        return {"method": method, "name": f"cmp-{method}-s{seed}", "seed": seed, "metrics": m, "experiment": True}
 
     text = to_markdown([row("random", 0.3), row("clp", 0.5), row("supervised", 0.7)])
     assert "- clp: 50 %" in text and "Fine-tune" not in text
     text = to_markdown([row("random", 0.3), row("clp", 0.5, finetune=0.62)])
-    assert "| clp | 0.620 ± 0.020 | 0.500 | 300 |" in text
+    assert "| clp | 0 | 0.620 ± 0.020 | 0.500 | 300 |" in text
+
+
+def test_compare_summarises_each_method_over_its_seeds_newest_run_first():
+    from clpau.compare import latest_per_seed, to_markdown
+
+    def row(method, seed, f1, nn, experiment=True, name=None):
+        m = {"f1_mean": f1, "f1_std": 0.05, "same_subject_nn": nn, "cross_subject_knn_f1": 0.2,
+             "subject_variance_share": 0.5, "identity_leakage": 1.0, "f1": {"AU1": f1}, "encoder_step": 300}
+        return {"method": method, "seed": seed, "name": name or f"cmp-{method}-s{seed}", "metrics": m,
+                "experiment": experiment}
+
+    rows = latest_per_seed([row("clp", 0, 0.30, 0.9), row("clp", 1, 0.40, 0.7), row("moco", 0, 0.5, 0.95),
+                            row("clp", 0, 0.99, 0.0, experiment=False, name="workspace")])
+    assert [(r["method"], r["seed"]) for r in rows] == [("moco", 0), ("clp", 0), ("clp", 1)]
+    text = to_markdown(rows)
+    # clp over seeds 0 and 1: F1 0.35 ± 0.05 (population std), same-subject NN 0.8 ± 0.1; the workspace's older
+    # evaluation of seed 0 is not counted
+    assert "| clp | 0, 1 | 0.350 ± 0.050 | 0.800 ± 0.100 | 0.200 ± 0.000 | 0.500 ± 0.000 | 1.000 ± 0.000 |" in text
+    assert "| moco | 0 | 0.500 ± 0.050 | 0.950 |" in text  # one seed: F1's std over folds
+    assert "| clp | 0.350 |" in text  # per-AU F1, mean over seeds

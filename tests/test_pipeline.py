@@ -84,9 +84,10 @@ def test_dvc_repro_runs_the_pipeline(dvc_repo):
     _run(["git", "commit", "-qm", "pipeline"], repo, env)
     _run([str(BIN / "dvc"), "exp", "run", "--temp", "-n", "cmp-random", "-S", "pretrain.method=random"], repo, env)
     table = _run([str(BIN / "clpau"), "compare", "--out", "compare.md"], repo, env)
-    summary = table.split("## F1 per AU")[0]
+    summary, runs = table.split("## F1 per AU")[0], table.split("## Runs")[1]
     rows = [line for line in summary.splitlines() if line.startswith(("| random |", "| clp |"))]
-    assert len(rows) == 2 and "cmp-random" in rows[1 if rows[0].startswith("| clp") else 0], table
+    assert len(rows) == 2 and rows[0].startswith("| random | 0 |"), table  # one row per method, in ORDER
+    assert "| random | 0 | cmp-random |" in runs and "| clp | 0 | workspace |" in runs, table
     assert "## F1 per AU" in (repo / "compare.md").read_text()
 
     second = _run([str(BIN / "dvc"), "repro"], repo, env)

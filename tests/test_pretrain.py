@@ -16,6 +16,7 @@ import yaml
 from clpau import cli
 from clpau.config import BenchmarkParams, PretrainParams
 from clpau.data import ClipDataset
+from clpau.hardware import resolve_precision
 from clpau.pretrain import FRAME_METHODS, build_model, fingerprint, load_encoder, run_pretrain
 
 
@@ -42,6 +43,9 @@ def test_every_method_trains_and_writes_a_safe_encoder(method, synth_clips, tmp_
         assert 0 < metrics["loader_wait"] < 1  # loading in the training process: a share of every step
         if method in {"clp", "cir"}:
             assert {"self", "swap", "cycle"} <= set(metrics["train"])
+    # what it ran on, for `dvc exp show`: auto resolved on this machine's CPU, with the reason
+    assert metrics["run"]["precision"] == resolve_precision("auto", "cpu")[0]
+    assert metrics["run"]["precision_reason"].startswith("auto: ") and metrics["run"]["device"] == "cpu"
 
 
 @pytest.mark.parametrize("method", ["clp", "tcl", "cir", "simclr", "moco"])
@@ -104,6 +108,31 @@ def _pretrain_command(p: PretrainParams) -> list[str]:
     params_file.parent.mkdir(parents=True, exist_ok=True)
     params_file.write_text(yaml.safe_dump({"pretrain": p.model_dump(mode="json")}))
     return [sys.executable, "-m", "clpau", "--params", str(params_file), "pretrain", "--quiet"]
+
+
+def test_an_avx2_only_cpu_trains_in_fp32_and_says_so(synth_clips, tmp_path):
+    """`precision: auto` under the AVX2 ceiling (what an AVX2-only CPU runs) trains in 32-true, logs why and records
+    it in dvclive's summary; an explicit bf16-mixed is kept."""
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2")
+    for precision, expected in (("auto", "32-true"), ("bf16-mixed", "bf16-mixed")):
+        p = _params(tmp_path / precision, synth_clips, precision=precision, max_steps=2)
+        run = subprocess.run(_pretrain_command(p), capture_output=True, text=True, env=env, timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert f"precision {expected} (" in run.stdout
+        recorded = json.loads((p.live_dir / "metrics.json").read_text())["run"]
+        assert recorded["precision"] == expected
+        if precision == "auto":
+            assert "ATEN_CPU_CAPABILITY=avx2" in recorded["precision_reason"] or "no bf16" in recorded["precision_reason"]
+
+
+def test_the_checkpoint_fingerprint_holds_the_resolved_precision(synth_clips, tmp_path):
+    """`auto` is fingerprinted as what it resolves to here: a finished run in another precision (an AVX2 machine's
+    fp32, say, in the persisted checkpoint folder) is not taken for this machine's run, an explicit twin is."""
+    auto = _params(tmp_path, synth_clips, precision="auto")
+    here = resolve_precision("auto", "cpu")[0]
+    other = "32-true" if here == "bf16-mixed" else "bf16-mixed"
+    assert fingerprint(auto) == fingerprint(auto.model_copy(update={"precision": here}))
+    assert fingerprint(auto) != fingerprint(auto.model_copy(update={"precision": other}))
 
 
 def test_kill_and_resume_from_checkpoint_trains_what_an_uninterrupted_run_trains(synth_clips, tmp_path):

@@ -1,19 +1,26 @@
-"""`clpau compare`: one table of the DVC experiments' evaluations (method × mean F1 ± std, identity leakage, label
-efficiency, per-AU F1), read from `dvc exp show --json`; written as markdown (`reports/compare.md`)."""
+"""`clpau compare`: one table of the DVC experiments' evaluations, read from `dvc exp show --json`, written as markdown
+(`reports/compare.md`): per method, mean ± std over the pretraining seeds of F1 and of the person-independence
+figures, identity leakage, label efficiency and per-AU F1. The newest evaluation of each (method, seed) counts."""
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 from pathlib import Path
 
 from .fileio import write_text
 
 ORDER = ["random", "simclr", "moco", "tcl", "cir", "clp", "supervised"]
+# (key in metrics/evaluate.json, column title): lower is more person-independent for ↓, higher for ↑
+FIGURES = [("f1_mean", "mean F1"), ("same_subject_nn", "same-subject NN ↓"),
+           ("cross_subject_knn_f1", "cross-subject kNN F1 ↑"), ("subject_variance_share", "subject variance ↓"),
+           ("identity_leakage", "identity leakage")]
 
 
 def collect(exp_show: list) -> list[dict]:
-    """Rows {name, method, metrics} of every state in `dvc exp show --json` output that has an evaluation."""
+    """Rows {name, method, seed, metrics, experiment} of every state in `dvc exp show --json` output that has an
+    evaluation."""
     rows = []
 
     def visit(state: dict, depth: int = 0) -> None:
@@ -22,8 +29,9 @@ def collect(exp_show: list) -> list[dict]:
         metrics = ((data.get("metrics") or {}).get("metrics/evaluate.json") or {}).get("data")
         if metrics and "f1_mean" in metrics:
             rev = state.get("rev", "")
+            pretrain = params.get("pretrain") or {}
             rows.append({"name": state.get("name") or (rev[:7] if len(rev) == 40 else rev),
-                         "method": (params.get("pretrain") or {}).get("method", metrics.get("method")),
+                         "method": pretrain.get("method", metrics.get("method")), "seed": pretrain.get("seed", 0),
                          "metrics": metrics, "experiment": depth > 0})
         for group in state.get("experiments") or []:
             for rev in group.get("revs") or []:
@@ -34,54 +42,100 @@ def collect(exp_show: list) -> list[dict]:
     return rows
 
 
-def latest_per_method(rows: list[dict]) -> list[dict]:
-    """One row per method: experiments before commits and the workspace, newest first (`dvc exp show`'s order)."""
+def latest_per_seed(rows: list[dict]) -> list[dict]:
+    """One row per (method, seed): experiments before commits and the workspace, newest first (`dvc exp show`'s
+    order); sorted by method (ORDER), then seed."""
     seen, out = set(), []
     for row in sorted(rows, key=lambda r: not r["experiment"]):
-        if row["method"] not in seen:
-            seen.add(row["method"])
+        key = (row["method"], row["seed"])
+        if key not in seen:
+            seen.add(key)
             out.append(row)
-    return sorted(out, key=lambda r: ORDER.index(r["method"]) if r["method"] in ORDER else len(ORDER))
+    rank = {m: i for i, m in enumerate(ORDER)}
+    return sorted(out, key=lambda r: (rank.get(r["method"], len(ORDER)), str(r["method"]), r["seed"]))
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per method: {method, seeds, names, n, <figure>: (mean, std over seeds) ...}. With one seed the std is that
+    run's std over folds for F1 and None for the rest."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        runs = [r for r in rows if r["method"] == method]
+        s = {"method": method, "seeds": [r["seed"] for r in runs], "names": [r["name"] for r in runs],
+             "steps": runs[0]["metrics"].get("encoder_step"), "runs": runs}
+        for key, _ in FIGURES:
+            values = [r["metrics"].get(key) for r in runs if r["metrics"].get(key) is not None]
+            if not values:
+                s[key] = (None, None)
+            elif len(values) > 1:
+                s[key] = (statistics.mean(values), statistics.pstdev(values))
+            else:
+                s[key] = (values[0], runs[0]["metrics"].get("f1_std") if key == "f1_mean" else None)
+        for frac in ("0.01", "0.1"):
+            values = [((r["metrics"].get("label_efficiency") or {}).get(frac) or {}).get("f1_mean") for r in runs]
+            values = [v for v in values if v is not None]
+            s[f"f1@{frac}"] = statistics.mean(values) if values else None
+        out.append(s)
+    return out
 
 
 def _f(v, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def _pm(pair) -> str:
+    mean, std = pair
+    return _f(mean) if std is None else f"{_f(mean)} ± {_f(std)}"
+
+
 def to_markdown(rows: list[dict]) -> str:
     if not rows:
         return "No experiment with an evaluation yet: run `make compare` (or `dvc exp run`).\n"
-    by = {r["method"]: r["metrics"] for r in rows}
-    lines = ["| method | experiment | mean F1 ± std (folds) | F1 per fold | F1 @1 % / 10 % labels | identity acc "
-             "(chance) | identity leakage | steps |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        m = r["metrics"]
-        eff = m.get("label_efficiency", {})
-        low = " / ".join(_f((eff.get(k) or {}).get("f1_mean")) for k in ("0.01", "0.1"))
-        lines.append(f"| {r['method']} | {r['name']} | {_f(m['f1_mean'])} ± {_f(m.get('f1_std'))} | "
-                     + ", ".join(_f(v) for v in (m.get("f1_folds") or {}).values()) + f" | {low} | {_f(m.get('identity_acc'))} "
-                     f"({_f(m.get('identity_chance'))}) | {_f(m.get('identity_leakage'))} | {m.get('encoder_step')} |")
-    out = ["# Method comparison (linear probe, subject-exclusive folds)", "", *lines, ""]
+    summary = summarise(rows)
+    by = {s["method"]: s for s in summary}
+    lines = ["| method | seeds | " + " | ".join(title for _, title in FIGURES) + " | F1 @1 % / 10 % labels | steps |",
+             "|---|---|" + "---|" * len(FIGURES) + "---|---|"]
+    for s in summary:
+        seeds = ", ".join(str(v) for v in s["seeds"])
+        lines.append(f"| {s['method']} | {seeds} | " + " | ".join(_pm(s[key]) for key, _ in FIGURES)
+                     + f" | {_f(s['f1@0.01'])} / {_f(s['f1@0.1'])} | {s['steps']} |")
+    out = ["# Method comparison (linear probe, subject-exclusive folds)", "",
+           "Mean ± std over pretraining seeds (with one seed: F1's std over the folds). Person-independence figures "
+           "(docs/results.md): same-subject NN and subject variance lower is better, cross-subject kNN F1 higher.",
+           "", *lines, ""]
     if {"random", "supervised"} <= set(by):
-        lo, hi = by["random"]["f1_mean"], by["supervised"]["f1_mean"]
+        lo, hi = by["random"]["f1_mean"][0], by["supervised"]["f1_mean"][0]
         out.append(f"Share of the random → supervised gap ({_f(lo)} → {_f(hi)}) closed:")
-        for method in (r["method"] for r in rows if r["method"] not in ("random", "supervised")):
-            share = (by[method]["f1_mean"] - lo) / (hi - lo) if hi != lo else float("nan")
-            out.append(f"- {method}: {100 * share:.0f} %")
+        for s in summary:
+            if s["method"] not in ("random", "supervised"):
+                share = (s["f1_mean"][0] - lo) / (hi - lo) if hi != lo else float("nan")
+                out.append(f"- {s['method']}: {100 * share:.0f} %")
         out.append("")
     tuned = [r for r in rows if (r["metrics"].get("finetune") or {}).get("f1_mean") is not None]
     if tuned:
         out += ["## Fine-tune protocol (whole network + linear head, per fold)", "",
-                "| method | mean F1 ± std | linear probe | steps |", "|---|---|---|---|"]
+                "| method | seed | mean F1 ± std | linear probe | steps |", "|---|---|---|---|---|"]
         for r in tuned:
             ft = r["metrics"]["finetune"]
-            out.append(f"| {r['method']} | {_f(ft['f1_mean'])} ± {_f(ft.get('f1_std'))} | "
+            out.append(f"| {r['method']} | {r['seed']} | {_f(ft['f1_mean'])} ± {_f(ft.get('f1_std'))} | "
                        f"{_f(r['metrics']['f1_mean'])} | {ft.get('steps')} |")
         out.append("")
     aus = list(dict.fromkeys(a for r in rows for a in r["metrics"].get("f1", {})))
-    out += ["## F1 per AU", "", "| method | " + " | ".join(aus) + " |", "|---|" + "---|" * len(aus)]
+    out += ["## F1 per AU (mean over seeds)", "", "| method | " + " | ".join(aus) + " |",
+            "|---|" + "---|" * len(aus)]
+    for s in summary:
+        cells = []
+        for a in aus:
+            values = [r["metrics"].get("f1", {}).get(a) for r in s["runs"]]
+            values = [v for v in values if v is not None]
+            cells.append(_f(statistics.mean(values)) if values else "–")
+        out.append(f"| {s['method']} | " + " | ".join(cells) + " |")
+    out += ["", "## Runs", "", "| method | seed | experiment | mean F1 ± std (folds) | F1 per fold |",
+            "|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['method']} | " + " | ".join(_f(r["metrics"].get("f1", {}).get(a)) for a in aus) + " |")
+        m = r["metrics"]
+        out.append(f"| {r['method']} | {r['seed']} | {r['name']} | {_f(m['f1_mean'])} ± {_f(m.get('f1_std'))} | "
+                   + ", ".join(_f(v) for v in (m.get("f1_folds") or {}).values()) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -89,6 +143,6 @@ def run_compare(out: Path, dvc: str = "dvc") -> str:
     proc = subprocess.run([dvc, "exp", "show", "--json", "--all-commits"], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"`dvc exp show --json` failed: {proc.stderr.strip()[-500:]}")
-    text = to_markdown(latest_per_method(collect(json.loads(proc.stdout))))
+    text = to_markdown(latest_per_seed(collect(json.loads(proc.stdout))))
     write_text(out, text)
     return text

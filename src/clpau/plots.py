@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .fileio import atomic_path
+from .scores import nanmean, nanstd
 
 
 def _figure(*args, **kw):
@@ -27,7 +28,6 @@ def _save(plt, fig, path: Path) -> None:
 def per_au_plot(path: Path, aus: list[int], per_fold: np.ndarray, metrics: dict) -> None:
     """Bars: F1 per AU, mean over folds, with the fold-to-fold spread."""
     plt, (fig, ax) = _figure(figsize=(max(5, 0.6 * len(aus) + 1.5), 3.4))
-    from .evaluate import nanmean, nanstd
 
     mean, std = nanmean(per_fold, 0), nanstd(per_fold, 0)
     ax.bar([f"AU{a}" for a in aus], np.nan_to_num(mean), yerr=np.nan_to_num(std), capsize=3, color="#4c72b0")

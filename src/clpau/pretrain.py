@@ -102,11 +102,14 @@ def colour_on_host(colour_on: str, device_type: str) -> bool:
 
 def fingerprint(p: PretrainParams, bench: BenchmarkParams | None = None) -> str:
     """What a checkpoint depends on: the parameters (but where and how often things are written, the loader's
-    processes, where the colour jitter runs and whether the keys' forward is compiled), the training code and the
-    data's clip tables — when any of them changes DVC reruns the stage, and an old checkpoint must not stand in for
-    the new run."""
+    processes, where the colour jitter runs and whether the keys' forward is compiled; `precision` as resolved on
+    this machine), the training code and the data's clip tables — when any of them changes DVC reruns the stage,
+    and an old checkpoint must not stand in for the new run."""
     relevant = p.model_dump(mode="json", exclude={"num_workers", "log_every", "ckpt_every", "out_dir", "live_dir",
                                                   "compile_keys", "colour_on"})
+    # the precision the run trains in, not the word `auto`: a finished fp32 run of an AVX2 machine must not stand in
+    # for this machine's bf16 run (the checkpoint folder persists across `dvc repro --force`)
+    relevant["precision"] = resolve_precision(p.precision, device_type(p.accelerator))[0]
     if p.method == "supervised":
         relevant["benchmark"] = (bench or BenchmarkParams()).model_dump(mode="json")
     h = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
