@@ -89,6 +89,7 @@ def test_dvc_repro_runs_the_pipeline(dvc_repo):
     assert len(rows) == 2 and rows[0].startswith("| random | 0 |"), table  # one row per method, in ORDER
     assert "| random | 0 | cmp-random |" in runs and "| clp | 0 | workspace |" in runs, table
     assert "## F1 per AU" in (repo / "compare.md").read_text()
+    assert (repo / "compare.png").stat().st_size > 10000  # the comparison as one picture
 
     second = _run([str(BIN / "dvc"), "repro"], repo, env)
     assert "didn't change, skipping" in second or "up to date" in second

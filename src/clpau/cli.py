@@ -127,7 +127,7 @@ def _compare(args, params) -> int:
         print(f"clpau compare: error: {err}", file=sys.stderr)
         return 1
     print(text, end="")
-    print(f"compare: written to {args.out}")
+    print(f"compare: written to {args.out} and {args.out.with_suffix('.png')}")
     return 0
 
 

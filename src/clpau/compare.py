@@ -1,5 +1,5 @@
 """`clpau compare`: one table of the DVC experiments' evaluations, read from `dvc exp show --json`, written as markdown
-(`reports/compare.md`): per method, mean ± std over the pretraining seeds of F1 and of the person-independence
+(`reports/compare.md`) and as one picture beside it (`reports/compare.png`): per method, mean ± std over the pretraining seeds of F1 and of the person-independence
 figures, identity leakage, label efficiency and per-AU F1. The newest evaluation of each (method, seed) counts."""
 
 from __future__ import annotations
@@ -143,6 +143,11 @@ def run_compare(out: Path, dvc: str = "dvc") -> str:
     proc = subprocess.run([dvc, "exp", "show", "--json", "--all-commits"], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"`dvc exp show --json` failed: {proc.stderr.strip()[-500:]}")
-    text = to_markdown(latest_per_seed(collect(json.loads(proc.stdout))))
+    rows = latest_per_seed(collect(json.loads(proc.stdout)))
+    text = to_markdown(rows)
     write_text(out, text)
+    if rows:
+        from .plots import compare_plot
+
+        compare_plot(out.with_suffix(".png"), summarise(rows))
     return text

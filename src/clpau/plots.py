@@ -98,3 +98,42 @@ def timeline_plot(path: Path, timestamps: np.ndarray, proba: np.ndarray, face: n
     ax_face.set_yticks([0, 1], ["no face", "face"])
     ax_face.set_xlabel("time (s)")
     _save(plt, fig, path)
+
+
+def compare_plot(path: Path, summary: list[dict]) -> None:
+    """The comparison at a glance: per method, mean F1 ± std over seeds; the person-independence figures; the
+    label-efficiency curve. `summary`: compare.summarise's rows."""
+    plt, (fig, axes) = _figure(1, 3, figsize=(13, 3.8))
+    methods = [s["method"] for s in summary]
+    x = np.arange(len(methods))
+
+    def pair(s, key):
+        mean, std = s[key]
+        return (np.nan if mean is None else mean), (0.0 if std is None else std)
+
+    f1 = [pair(s, "f1_mean") for s in summary]
+    axes[0].bar(x, [m for m, _ in f1], yerr=[e for _, e in f1], capsize=3, color="#4c72b0")
+    for i, (m, e) in enumerate(f1):
+        axes[0].text(i, (m if m == m else 0) + e + 0.02, f"{m:.3f}", ha="center", fontsize=8)
+    seeds = max(len(s["seeds"]) for s in summary)
+    axes[0].set(xticks=x, xticklabels=methods, ylim=(0, 1), ylabel="mean F1 (linear probe)",
+                title=f"AU detection, mean ± std over {seeds} seed{'s' if seeds > 1 else ''}")
+    width = 0.27
+    for k, (key, label, colour) in enumerate([("same_subject_nn", "same-subject NN ↓", "#c44e52"),
+                                               ("subject_variance_share", "subject variance ↓", "#dd8452"),
+                                               ("cross_subject_knn_f1", "cross-subject kNN F1 ↑", "#55a868")]):
+        vals = [pair(s, key) for s in summary]
+        axes[1].bar(x + (k - 1) * width, [m for m, _ in vals], width, yerr=[e for _, e in vals], capsize=2,
+                    label=label, color=colour)
+    axes[1].set(xticks=x, xticklabels=methods, ylim=(0, 1.05), title="person-independence (docs/results.md)")
+    axes[1].legend(fontsize=7, loc="upper right")
+    for s in summary:
+        points = [(float(f), s["f1@" + f]) for f in ("0.01", "0.1") if s.get("f1@" + f) is not None]
+        points.append((1.0, s["f1_mean"][0]))
+        points = [(f, v) for f, v in points if v is not None]
+        axes[2].plot([100 * f for f, _ in points], [v for _, v in points], marker="o", label=s["method"])
+    axes[2].set(xscale="log", xlabel="% of the training folds' labelled frames", ylabel="mean F1", ylim=(0, 1),
+                title="label efficiency")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    _save(plt, fig, path)
