@@ -43,6 +43,9 @@ a(ỹ) = a_t asks the AU code of *another person* making the action to be the sa
 step (on this CPU a step with CIR takes 1.45x a TCL step with one frame per clip, 1.75x with two). `tcl` and
 `cir` ablations switch one half off.
 
+`tcl_fn` swaps the margin reading for another one with the same signature: `time_contrast.time_contrastive_loss`
+(near frames positive, far frames negative, the frames between left out; `pretrain.tcl_variant: time_contrast`).
+
 Options beyond DESIGN §2, all off by default (README: what each did to F1): `symmetric` — both views are queries,
 each against the other's keys (MoCo v3); `online_keys` — keys from the online networks and the batch's other clips
 as the negatives instead of the momentum encoder and the queue (SimCLR's framework under TCL's in-clip terms;
@@ -205,7 +208,7 @@ class CLP(nn.Module):
                  decoder_size: int = 32, tcl: dict | None = None, lambdas: tuple[float, ...] = (1, .5, .5, 0),
                  cir_frames: int = 2, cir_every: int = 1, same_person: bool = False, symmetric: bool = False,
                  online_keys: bool = False, compile_keys: bool = False,
-                 gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 gather: Callable[[torch.Tensor], torch.Tensor] | None = None, tcl_fn: Callable | None = None):
         super().__init__()
         self.encoder = backbone
         self.projector = Projector(feat_dim, 2 * dim, dim)
@@ -216,6 +219,8 @@ class CLP(nn.Module):
         self.cir_every = cir_every if use_tcl else 1
         self.symmetric, self.online_keys = symmetric, online_keys
         self.tcl_args = tcl or {}
+        # the in-clip loss: the margin reading (tcl_loss) or another one with its signature (time_contrast.py)
+        self.tcl_fn = tcl_fn or tcl_loss
         self.lambdas = lambdas
         self.gather = gather or (lambda t: t)  # all_gather across ranks under DDP
         # the keys' forward never needs a backward, so a compiled graph can fuse batch norm, ReLU and pooling into
@@ -316,8 +321,8 @@ class CLP(nn.Module):
             for qa, k in pairs:
                 negatives = (k, frame_ids, frame_identity) if online else queue
                 person = {"identity": identity, "queue_identity": negatives[2]} if self.same_person else {}
-                parts.append(tcl_loss(F.normalize(qa, dim=1).view(b, t, -1), k.view(b, t, -1), clip_ids,
-                                      negatives[0], negatives[1], **self.tcl_args, **person))
+                parts.append(self.tcl_fn(F.normalize(qa, dim=1).view(b, t, -1), k.view(b, t, -1), clip_ids,
+                                         negatives[0], negatives[1], **self.tcl_args, **person))
             terms = {name: sum(p[name] for p in parts) / len(parts) for name in ("loss", "nce", "rank")}
             if not online:
                 self._enqueue(keys[: b * t], frame_ids, frame_identity)

@@ -156,6 +156,11 @@ class PretrainParams(_Section):
     tau: float = Field(0.1, gt=0)
     m_max: float = Field(0.3, ge=0)
     delta_scale: float = Field(4.0, gt=0)
+    tcl_variant: Literal["margin", "time_contrast"] = Field(
+        "margin", description="the in-clip loss: every other frame a negative with a margin growing with Δ (clp.py), "
+                              "or frames within pos_window positive and from neg_window on negative (time_contrast.py)")
+    pos_window: int = Field(1, ge=0, description="time_contrast: frames at most this far from the anchor are positives")
+    neg_window: int = Field(3, ge=1, description="time_contrast: frames at least this far are negatives")
     rank_margin: float = Field(0.05, ge=0)
     rank_weight: float = Field(0.5, ge=0)
     lambda_self: float = Field(1.0, ge=0)
@@ -176,6 +181,13 @@ class PretrainParams(_Section):
     compile_keys: bool = Field(False, description="torch.compile the momentum encoder's gradient-free forward "
                                                   "(a one-off compile; faster in the bench, no gain measured in "
                                                   "the CPU training loop: README)")
+
+    @model_validator(mode="after")
+    def _check(self) -> PretrainParams:
+        if self.tcl_variant == "time_contrast" and not self.pos_window < self.neg_window < self.clip_len:
+            raise ValueError(f"time_contrast needs pos_window < neg_window < clip_len (a clip must hold a negative), "
+                             f"got {self.pos_window}, {self.neg_window}, {self.clip_len}")
+        return self
 
 
 class EvaluateParams(_Section):

@@ -26,12 +26,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from .backbone import build_backbone
-from .clp import CLP, Projector
+from .clp import CLP, Projector, tcl_loss
 from .config import BenchmarkParams, ConfigError, PretrainParams
 from .data import ClipDataset, collate, finish_views
 from .fileio import hash_modules, save_torch
 from .hardware import device_type, resolve_precision
 from .simclr import nt_xent
+from .time_contrast import time_contrastive_loss
 
 FRAME_METHODS = {"simclr", "moco"}
 
@@ -53,14 +54,17 @@ def build_model(p: PretrainParams, gather=None) -> torch.nn.Module:
     feat = backbone.out_dim
     if p.method == "simclr":
         return SimCLR(backbone, feat, p.dim, p.simclr_tau)
-    tcl = {"tau": p.tau, "m_max": p.m_max, "delta_scale": p.delta_scale, "rank_margin": p.rank_margin,
-           "rank_weight": p.rank_weight}
+    if p.tcl_variant == "time_contrast":
+        tcl_fn, tcl = time_contrastive_loss, {"tau": p.tau, "pos_window": p.pos_window, "neg_window": p.neg_window}
+    else:
+        tcl_fn, tcl = tcl_loss, {"tau": p.tau, "m_max": p.m_max, "delta_scale": p.delta_scale,
+                                 "rank_margin": p.rank_margin, "rank_weight": p.rank_weight}
     return CLP(backbone, feat, dim=p.dim, queue_size=p.queue_size, momentum=p.momentum,
                use_tcl=p.method in {"clp", "tcl", "moco"}, use_cir=p.method in {"clp", "cir"},
                decoder_size=p.decoder_size, cir_frames=p.cir_frames,
                cir_every=p.cir_every, same_person=p.negatives == "same_person",
                symmetric=p.symmetric, online_keys=p.key_encoder == "online", compile_keys=p.compile_keys, tcl=tcl,
-               lambdas=(p.lambda_self, p.lambda_swap, p.lambda_cycle, p.lambda_id), gather=gather)
+               lambdas=(p.lambda_self, p.lambda_swap, p.lambda_cycle, p.lambda_id), gather=gather, tcl_fn=tcl_fn)
 
 
 def epoch_batches(n: int, batch: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
@@ -91,7 +95,7 @@ def epoch_loader(dataset, batch: int, num_workers: int, seed: int, epoch: int = 
 
 
 LOGGED_TERMS = ("loss", "nce", "rank", "self", "swap", "cycle", "id", "queue_fill")
-TRAINING_CODE = ("pretrain.py", "clp.py", "simclr.py", "data.py", "backbone.py")
+TRAINING_CODE = ("pretrain.py", "clp.py", "simclr.py", "time_contrast.py", "data.py", "backbone.py")
 
 
 def colour_on_host(colour_on: str, device_type: str) -> bool:
