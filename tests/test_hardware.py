@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from clpau.config import ConfigError, load_params
-from clpau.hardware import CpuInfo, autocast_dtype, cpu_flags, resolve_precision, usable_cpus
+from clpau.hardware import (
+    CpuInfo,
+    autocast_dtype,
+    cpu_flags,
+    isolate_compile_cache,
+    resolve_precision,
+    usable_cpus,
+)
 
 # flags as /proc/cpuinfo lists them: an AVX2-only EPYC (Zen 2/3), an AVX-512 CPU without bf16 (Skylake-SP), Zen 4,
 # Sapphire Rapids (AMX)
@@ -81,3 +88,16 @@ def test_autocast_dtype():
 def test_usable_cpus_is_within_the_affinity_mask():
     n = usable_cpus()
     assert 1 <= n <= len(os.sched_getaffinity(0))
+
+
+def test_compiled_kernels_are_cached_apart_per_instruction_set(monkeypatch):
+    """Inductor's cache is not keyed on the ISA ceiling: kernels built under the AVX2 caps, loaded natively, aborted
+    the test process. Each ceiling gets its own folder; a folder the user chose is left alone."""
+    native, capped = {}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+    a, b = isolate_compile_cache(native), isolate_compile_cache(capped)
+    assert a != b and native["TORCHINDUCTOR_CACHE_DIR"] == a and "avx2" in b
+    assert isolate_compile_cache({"TORCHINDUCTOR_CACHE_DIR": "/mine"}) is None
+    # inductor's own default, written into the environment by an earlier compile, is not a user's choice
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    assert isolate_compile_cache({"TORCHINDUCTOR_CACHE_DIR": os.path.abspath(default_cache_dir())}) == a

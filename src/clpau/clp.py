@@ -43,7 +43,8 @@ a(ỹ) = a_t asks the AU code of *another person* making the action to be the sa
 step (on this CPU a step with CIR takes 1.45x a TCL step with one frame per clip, 1.75x with two). `tcl` and
 `cir` ablations switch one half off.
 
-`tcl_fn` swaps the margin reading for another one with the same signature: `time_contrast.time_contrastive_loss`
+`margin_by: motion` drives the margins and the ranking by the measured landmark motion between the two frames (the
+batch's "motion", data.py) instead of Δ. `tcl_fn` swaps the margin reading for another one with the same signature: `time_contrast.time_contrastive_loss`
 (near frames positive, far frames negative, the frames between left out; `pretrain.tcl_variant: time_contrast`).
 
 Options beyond DESIGN §2, all off by default (README: what each did to F1): `symmetric` — both views are queries,
@@ -62,6 +63,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .hardware import isolate_compile_cache
+
 
 def temporal_margin(delta: torch.Tensor, m_max: float, delta_scale: float) -> torch.Tensor:
     """m(Δ) = m_max · min(1, Δ / Δ_scale): zero for the frame itself, growing with distance, capped."""
@@ -71,14 +74,17 @@ def temporal_margin(delta: torch.Tensor, m_max: float, delta_scale: float) -> to
 def tcl_loss(q: torch.Tensor, k: torch.Tensor, clip_ids: torch.Tensor, queue: torch.Tensor | None = None,
              queue_ids: torch.Tensor | None = None, *, tau: float = 0.1, m_max: float = 0.3,
              delta_scale: float = 4.0, rank_margin: float = 0.05, rank_weight: float = 0.5,
-             identity: torch.Tensor | None = None, queue_identity: torch.Tensor | None = None) -> dict:
+             identity: torch.Tensor | None = None, queue_identity: torch.Tensor | None = None,
+             motion: torch.Tensor | None = None, motion_scale: float = 0.03) -> dict:
     """Margin-based temporal contrastive loss (module docstring).
 
     q, k: (B, T, d) L2-normalised queries and keys of B clips of T frames; clip_ids: (B,) global clip ids;
     queue: (K, d) normalised keys with their clip ids queue_ids (K,; −1 marks an empty slot, never a negative).
     With `identity` (B,) and `queue_identity` (K,), only queue keys of the anchor's own person are negatives
-    (`negatives: same_person`). Returns the loss terms and, like MoCo's forward, the logits of every anchor with the
-    positive in column 0.
+    (`negatives: same_person`). With `motion` (B, T, T), the measured landmark motion between every two frames of
+    each clip, margins and ranking follow it instead of Δ (`margin_by: motion`): m = m_max · min(1, motion /
+    motion_scale), and frames that moved less from the anchor should stay more similar. Returns the loss terms and,
+    like MoCo's forward, the logits of every anchor with the positive in column 0.
     """
     # No step here reads a value back from the device (no boolean indexing, `.any()` or `.item()`): on a GPU each
     # such read stalls the queue of launched kernels until it drains.
@@ -86,7 +92,10 @@ def tcl_loss(q: torch.Tensor, k: torch.Tensor, clip_ids: torch.Tensor, queue: to
     sim = torch.einsum("btd,bsd->bts", q, k)  # (B, T, T): anchor t against every frame s of its clip
     idx = torch.arange(t, device=q.device)
     delta = (idx[:, None] - idx[None, :]).abs()
-    margin = temporal_margin(delta, m_max, delta_scale)  # diagonal (the positive) gets 0
+    if motion is None:
+        margin = temporal_margin(delta, m_max, delta_scale)  # diagonal (the positive) gets 0
+    else:
+        margin = m_max * torch.clamp(motion.to(sim.dtype) / motion_scale, max=1.0)  # (B, T, T), diagonal 0
     pos = sim.diagonal(dim1=1, dim2=2).reshape(b * t, 1)
     j = torch.arange(t - 1, device=q.device)
     others = j[None, :] + (j[None, :] >= idx[:, None]).long()  # (T, T−1): row t's columns without t itself
@@ -104,7 +113,11 @@ def tcl_loss(q: torch.Tensor, k: torch.Tensor, clip_ids: torch.Tensor, queue: to
     labels = torch.zeros(b * t, dtype=torch.long, device=q.device)
     nce = F.cross_entropy(logits, labels)
     # ranking: for anchor t, every pair (s1, s2) with Δ(t,s1) < Δ(t,s2) should have sim(t,s1) > sim(t,s2) + δ
-    if t > 1:  # a clip of 2 or more frames always has such a pair
+    if t > 1 and motion is not None:  # the same ordering by measured motion (per clip)
+        closer = motion[:, :, :, None] < motion[:, :, None, :]  # (B, T, s1, s2)
+        gap = sim[:, :, None, :] - sim[:, :, :, None] + rank_margin
+        rank = (F.relu(gap) * closer).sum() / closer.sum().clamp_min(1)
+    elif t > 1:  # a clip of 2 or more frames always has such a pair
         closer = delta[:, :, None] < delta[:, None, :]  # (T, s1, s2)
         gap = sim[:, :, None, :] - sim[:, :, :, None] + rank_margin  # sim(t,s2) − sim(t,s1) + δ
         rank = (F.relu(gap) * closer).sum() / (b * closer.sum())
@@ -143,6 +156,7 @@ def compiled_or_eager(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[t
     """`fn` compiled by torch.compile, falling back to `fn` itself (with a warning) when compiling fails — no C++
     compiler on the machine, an unsupported backend: a missing compiler must cost speed, never the run. An error of
     `fn` itself is raised again by the eager call."""
+    isolate_compile_cache()  # kernels cached under another ISA ceiling aborted the process
     compiled: Callable | None = torch.compile(fn, dynamic=False)
 
     def call(x: torch.Tensor) -> torch.Tensor:
@@ -283,10 +297,11 @@ class CLP(nn.Module):
 
     def forward(self, view_q: torch.Tensor, view_k: torch.Tensor, clip_ids: torch.Tensor,
                 other_identity: torch.Tensor | Callable[[], torch.Tensor] | None = None,
-                identity: torch.Tensor | None = None) -> dict:
+                identity: torch.Tensor | None = None, motion: torch.Tensor | None = None) -> dict:
         """view_q, view_k: (B, T, 3, H, W) two augmentations of the same clips; clip_ids (B,);
         other_identity: (B, 3, H, W) one frame of another person per clip (CIR), or a function that loads them,
-        called only when this step runs CIR; identity (B,) the clips' person ids (needed with same_person)."""
+        called only when this step runs CIR; identity (B,) the clips' person ids (needed with same_person);
+        motion (B, T, T) landmark motion within each clip, for the motion-driven margin."""
         b, t = view_q.shape[:2]
         flat_q = view_q.flatten(0, 1)
         online = self.online_keys and self.use_tcl
@@ -321,6 +336,8 @@ class CLP(nn.Module):
             for qa, k in pairs:
                 negatives = (k, frame_ids, frame_identity) if online else queue
                 person = {"identity": identity, "queue_identity": negatives[2]} if self.same_person else {}
+                if motion is not None:
+                    person["motion"] = motion
                 parts.append(self.tcl_fn(F.normalize(qa, dim=1).view(b, t, -1), k.view(b, t, -1), clip_ids,
                                          negatives[0], negatives[1], **self.tcl_args, **person))
             terms = {name: sum(p[name] for p in parts) / len(parts) for name in ("loss", "nce", "rank")}

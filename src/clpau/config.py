@@ -161,6 +161,11 @@ class PretrainParams(_Section):
                               "or frames within pos_window positive and from neg_window on negative (time_contrast.py)")
     pos_window: int = Field(1, ge=0, description="time_contrast: frames at most this far from the anchor are positives")
     neg_window: int = Field(3, ge=1, description="time_contrast: frames at least this far are negatives")
+    margin_by: Literal["time", "motion"] = Field(
+        "time", description="margin reading: in-clip margins and ranking by temporal distance Δ, or by the measured "
+                            "landmark motion between the two frames (share of the crop side)")
+    motion_scale: float = Field(0.03, gt=0, description="margin_by motion: landmark motion at which the margin "
+                                                        "reaches m_max")
     rank_margin: float = Field(0.05, ge=0)
     rank_weight: float = Field(0.5, ge=0)
     lambda_self: float = Field(1.0, ge=0)
@@ -184,6 +189,8 @@ class PretrainParams(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> PretrainParams:
+        if self.tcl_variant == "time_contrast" and self.margin_by == "motion":
+            raise ValueError("margin_by: motion belongs to tcl_variant: margin (time_contrast has no margin)")
         if self.tcl_variant == "time_contrast" and not self.pos_window < self.neg_window < self.clip_len:
             raise ValueError(f"time_contrast needs pos_window < neg_window < clip_len (a clip must hold a negative), "
                              f"got {self.pos_window}, {self.neg_window}, {self.clip_len}")

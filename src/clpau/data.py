@@ -60,19 +60,46 @@ class _ShardDataset(Dataset):
         return shard
 
 
+INNER_LANDMARKS = slice(17, 68)  # brows, nose, eyes, mouth: the jaw line follows head pose and speech more than AUs
+
+
+def crop_landmarks(shard_path: str | Path) -> np.ndarray:
+    """(rows, 68, 2) dlib landmarks of a shard's face rows in its crops' coordinates, as shares of the crop side
+    (from the index.parquet beside the shard: landmarks in frame pixels and each frame's frame->crop affine)."""
+    shard_path = Path(shard_path)
+    index = pd.read_parquet(shard_path.with_name("index.parquet"), columns=["row", "landmarks", "affine"])
+    index = index[index["row"] >= 0].sort_values("row")
+    lm = np.stack(index["landmarks"].to_numpy()).reshape(-1, 68, 2)
+    aff = np.stack(index["affine"].to_numpy()).reshape(-1, 2, 3)
+    crop = np.einsum("nij,nkj->nki", aff[:, :, :2], lm) + aff[:, None, :, 2]
+    side = np.load(shard_path, mmap_mode="r").shape[1]
+    return (crop / side).astype(np.float32)
+
+
+def landmark_motion(lm: np.ndarray) -> np.ndarray:
+    """(T, T) mean distance between the inner landmarks of every two of T frames ((T, 68, 2) crop-space landmarks):
+    how much the face itself moved between them, after alignment."""
+    p = lm[:, INNER_LANDMARKS]
+    return np.linalg.norm(p[:, None] - p[None, :], axis=-1).mean(-1)
+
+
 class ClipDataset(_ShardDataset):
     """Item: {"view_q", "view_k": (T, 3, S, S) float, "clip_id": int, "identity": int}. `clip_len` frames `stride`
     apart, from a random offset inside the clip when augmenting. With `colour_on_host` False the views are uint8
     crops and the colour jitter is left to the trainer's device (`finish_views`): the loader's workers are spared
     its float passes, and a batch crosses to the GPU in a quarter of the bytes. The frames of other people that
-    cross-identity reconstruction swaps in come from `others`, asked for only on the steps that run CIR."""
+    cross-identity reconstruction swaps in come from `others`, asked for only on the steps that run CIR. With
+    `motion`, a batch also holds "motion" (B, T, T): the landmark motion between every two of a clip's frames
+    (`landmark_motion`), for the motion-driven margin."""
 
     def __init__(self, roots: list[Path | str], clip_len: int = 8, stride: int = 1, size: int = 64,
-                 augment: bool = True, seed: int = 0, frame_jitter: float = 0.0, colour_on_host: bool = True):
+                 augment: bool = True, seed: int = 0, frame_jitter: float = 0.0, colour_on_host: bool = True,
+                 motion: bool = False):
         self.span = (clip_len - 1) * stride + 1
         self.clips = load_clips(roots, self.span)
         self.clip_len, self.stride, self.size, self.augment, self.seed = clip_len, stride, size, augment, seed
-        self.frame_jitter, self.colour_on_host = frame_jitter, colour_on_host
+        self.frame_jitter, self.colour_on_host, self.motion = frame_jitter, colour_on_host, motion
+        self._landmarks: dict[str, np.ndarray] = {}
         ids = sorted(self.clips["identity"].unique())
         self.identity_index = {name: i for i, name in enumerate(ids)}
         self.identity = self.clips["identity"].map(self.identity_index).to_numpy()
@@ -103,10 +130,14 @@ class ClipDataset(_ShardDataset):
         out = {key: _batch_tensor(b, t, 3, s, s, dtype=torch.float32 if host else torch.uint8) for key in views}
         if not host:
             out |= {COLOUR_KEYS[key]: _batch_tensor(b, COLOUR_PARAMS) for key in views}
+        if self.motion:
+            out["motion"] = torch.empty(b, t, t)
         for n, i in enumerate(indices):
             rng = np.random.default_rng((self.seed, self._epoch, i))
             offset = int(rng.integers(0, self.n_frames[i] - self.span + 1)) if self.augment else 0
             clip = self.frames(i, offset)
+            if self.motion:
+                out["motion"][n] = torch.from_numpy(landmark_motion(self.clip_landmarks(i, offset)))
             for key in views:  # each its own augmentation
                 if host:
                     augment_view(clip, rng, s, self.augment, self.frame_jitter, out=out[key][n])
@@ -118,6 +149,14 @@ class ClipDataset(_ShardDataset):
         # them there, and reading `clip_id` back from the device would stall the launched kernels
         return {**out, "clip_id": torch.as_tensor(indices), "identity": torch.from_numpy(self.identity[indices]),
                 "index": list(indices)}
+
+    def clip_landmarks(self, i: int, offset: int = 0) -> np.ndarray:
+        """(T, 68, 2) crop-space landmarks of the frames `frames(i, offset)` returns."""
+        path = self.shard_path[i]
+        if path not in self._landmarks:
+            self._landmarks[path] = crop_landmarks(path)
+        start = self.start_row[i] + offset
+        return self._landmarks[path][start: start + self.span: self.stride]
 
     def others(self, indices: list[int]) -> torch.Tensor:
         """(B, 3, S, S): for each clip i, an augmented frame of someone else — what cross-identity reconstruction

@@ -4,6 +4,7 @@
   bf16 natively — CPUs with AVX-512 BF16 or AMX (and PyTorch/oneDNN allowed to use them), CUDA devices that support
   bf16 —, 16-mixed on older CUDA devices, 32-true elsewhere. On a CPU without bf16 instructions every bf16 op is
   emulated: a `resnet_small` training step ran 3.4x slower in bf16 than in fp32 on an AVX2-only EPYC.
+- torch.compile's kernel cache: one folder per instruction set (`isolate_compile_cache`).
 - Cores: the CPUs this process may use (its affinity mask, capped by a cgroup CPU quota), not the host's count that
   `os.cpu_count()` reports inside a container.
 
@@ -14,7 +15,7 @@ oneDNN's kernels stop at AVX2); the rule honours both, so `auto` picks what such
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,3 +137,33 @@ def _cgroup_quota() -> int | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+def isolate_compile_cache(env: MutableMapping[str, str] = os.environ) -> str | None:
+    """Give torch.compile's kernel cache one folder per instruction set; returns the folder (None: the user set one).
+
+    Inductor does not key its cached C++ kernels on the ISA ceiling or the CPU: a kernel built under
+    `ATEN_CPU_CAPABILITY=avx2` and then loaded natively aborted the process (`Fatal Python error: Aborted`, seen here;
+    a fresh cache ran). The same would hit machines of different CPUs sharing one home or /tmp. Sets
+    TORCHINDUCTOR_CACHE_DIR to a folder named after PyTorch's CPU capability, the oneDNN ceiling and a digest of the
+    CPU's flags, unless the user set one. Call it before torch.compile."""
+    import getpass
+    import hashlib
+    import tempfile
+
+    import torch
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    # inductor writes its default into the environment the first time it looks: that one is not the user's choice
+    if env.get("TORCHINDUCTOR_CACHE_DIR") not in (None, "", os.path.abspath(default_cache_dir())):
+        return None
+
+    flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:8]
+    isa = f"{torch.backends.cpu.get_cpu_capability()}-{env.get('ONEDNN_MAX_CPU_ISA', 'all')}".lower()
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "user"
+    folder = Path(tempfile.gettempdir()) / f"torchinductor_{user}" / f"{isa}-{flags}"
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    return str(folder)

@@ -59,6 +59,8 @@ def build_model(p: PretrainParams, gather=None) -> torch.nn.Module:
     else:
         tcl_fn, tcl = tcl_loss, {"tau": p.tau, "m_max": p.m_max, "delta_scale": p.delta_scale,
                                  "rank_margin": p.rank_margin, "rank_weight": p.rank_weight}
+        if p.margin_by == "motion":
+            tcl["motion_scale"] = p.motion_scale
     return CLP(backbone, feat, dim=p.dim, queue_size=p.queue_size, momentum=p.momentum,
                use_tcl=p.method in {"clp", "tcl", "moco"}, use_cir=p.method in {"clp", "cir"},
                decoder_size=p.decoder_size, cir_frames=p.cir_frames,
@@ -345,7 +347,8 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
     frame_method = p.method in FRAME_METHODS
     dataset = ClipDataset(p.data, clip_len=1 if frame_method else p.clip_len, stride=p.frame_stride,
                           size=p.image_size, seed=p.seed, frame_jitter=p.frame_jitter,
-                          colour_on_host=colour_on_host(p.colour_on, fabric.device.type))
+                          colour_on_host=colour_on_host(p.colour_on, fabric.device.type),
+                          motion=p.margin_by == "motion" and not frame_method)
     batch = p.batch_clips * p.clip_len if frame_method else p.batch_clips
 
     def step_fn(m, b):
@@ -353,7 +356,8 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
         def others():
             return fabric.to_device(dataset.others(b["index"]))
         view_q, view_k = finish_views(b)  # coloured here when the loader left it to the trainer
-        return m(view_q, view_k, b["clip_id"], others, b["identity"])
+        extra = {"motion": b["motion"]} if "motion" in b else {}
+        return m(view_q, view_k, b["clip_id"], others, b["identity"], **extra)
 
     steps, resumed = _train(fabric, model, dataset, batch, p, p.out_dir / "checkpoints" / "last.ckpt", p.method,
                             p.batch_clips * p.clip_len, step_fn, progress, log, run_info=run_info)
