@@ -125,8 +125,9 @@ def compare_plot(path: Path, summary: list[dict]) -> None:
         vals = [pair(s, key) for s in summary]
         axes[1].bar(x + (k - 1) * width, [m for m, _ in vals], width, yerr=[e for _, e in vals], capsize=2,
                     label=label, color=colour)
-    axes[1].set(xticks=x, xticklabels=methods, ylim=(0, 1.05), title="person-independence (docs/results.md)")
-    axes[1].legend(fontsize=7, loc="upper right")
+    axes[1].set(xticks=x, xticklabels=methods, ylim=(0, 1.3), yticks=np.arange(0, 1.01, 0.2),
+                title="person-independence (docs/results.md)")
+    axes[1].legend(fontsize=7, loc="upper center", ncol=2)  # above the bars, which reach 1
     for s in summary:
         points = [(float(f), s["f1@" + f]) for f in ("0.01", "0.1") if s.get("f1@" + f) is not None]
         points.append((1.0, s["f1_mean"][0]))
