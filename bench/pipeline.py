@@ -24,11 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-from clpau.hardware import BF16_FLAGS, CpuInfo, resolve_precision
+from clpau.hardware import AVX2_CAPS, BF16_FLAGS, CpuInfo, resolve_precision
 
 STAGES = ["assets", "synth", "extract@samples", "extract@synth_pretrain", "extract@synth_labelled",
           "validate@samples", "validate@synth_pretrain", "pretrain", "evaluate"]
-AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 # what a stage keeps across `dvc repro --force` (persisted outputs: extraction's per-video cache, pretraining's
 # checkpoints) and would reuse instead of working: removed first, so that each stage is timed as on a fresh clone
 PERSISTED = {"extract@samples": ["data/clips/samples"], "extract@synth_pretrain": ["data/clips/synth_pretrain"],
@@ -44,13 +43,13 @@ def main() -> int:
                                                         "checkpoints): times a rerun, not a fresh clone")
     ap.add_argument("--out", type=Path, help="JSON output (default: reports/pipeline_{native,avx2}.json)")
     args = ap.parse_args()
-    env = dict(os.environ, **(AVX2 if args.avx2 else {}))
+    env = dict(os.environ, **(AVX2_CAPS if args.avx2 else {}))
     cpu = CpuInfo.current(env)
     precision, why = resolve_precision("auto", "cpu", cpu)
     result = {"isa": "avx2 (emulated)" if args.avx2 else "native", "cpu": platform.processor() or platform.machine(),
               "cores": os.cpu_count(),
               "flags": sorted(cpu.flags & ({"avx2", "avx512f"} | BF16_FLAGS)),
-              "env": {k: env[k] for k in AVX2 if k in env}, "auto_precision": precision, "why": why, "stages": {}}
+              "env": {k: env[k] for k in AVX2_CAPS if k in env}, "auto_precision": precision, "why": why, "stages": {}}
     print(f"pipeline: {result['isa']}; auto precision {precision} ({why})", flush=True)
     for stage in args.stages:
         if not args.warm:

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+from clpau.hardware import AVX2_CAPS
 
 CHILD = """
 import json, sys
@@ -54,7 +54,7 @@ print(json.dumps(result))
 
 def run(isa: str, precision: str, steps: int, method: str, seed: int = 0) -> dict:
     """One run in a subprocess (steps 0: the whole budget, then evaluated)."""
-    env = dict(os.environ, **(AVX2 if isa == "avx2" else {}))
+    env = dict(os.environ, **(AVX2_CAPS if isa == "avx2" else {}))
     with tempfile.TemporaryDirectory() as out:
         done = subprocess.run([sys.executable, "-c", CHILD, out, str(steps), precision, method, str(seed)], env=env,
                               capture_output=True, text=True)

@@ -16,7 +16,7 @@ import yaml
 from clpau import cli
 from clpau.config import BenchmarkParams, PretrainParams
 from clpau.data import ClipDataset
-from clpau.hardware import resolve_precision
+from clpau.hardware import AVX2_CAPS, resolve_precision
 from clpau.pretrain import FRAME_METHODS, build_model, fingerprint, load_encoder, run_pretrain
 
 
@@ -113,7 +113,7 @@ def _pretrain_command(p: PretrainParams) -> list[str]:
 def test_an_avx2_only_cpu_trains_in_fp32_and_says_so(synth_clips, tmp_path):
     """`precision: auto` under the AVX2 ceiling (what an AVX2-only CPU runs) trains in 32-true, logs why and records
     it in dvclive's summary; an explicit bf16-mixed is kept."""
-    env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2")
+    env = dict(os.environ, **AVX2_CAPS)
     for precision, expected in (("auto", "32-true"), ("bf16-mixed", "bf16-mixed")):
         p = _params(tmp_path / precision, synth_clips, precision=precision, max_steps=2)
         run = subprocess.run(_pretrain_command(p), capture_output=True, text=True, env=env, timeout=300)

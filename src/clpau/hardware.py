@@ -19,6 +19,8 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
+# what makes a richer CPU run an AVX2-only CPU's kernels (PyTorch's and oneDNN's), for benches and tests
+AVX2_CAPS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 PRECISIONS = ("auto", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "32-true", "64-true")
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 # oneDNN's ISA ceiling names, weakest first (ONEDNN_MAX_CPU_ISA): from AVX512_CORE_BF16 on, bf16 runs natively

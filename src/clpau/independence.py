@@ -31,11 +31,15 @@ from .scores import f1_per_au, nanmean
 K = 10
 
 
+def _standardised(x: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance per dimension over the frames (float64)."""
+    xt = np.asarray(x, np.float64)
+    return (xt - xt.mean(0)) / np.maximum(xt.std(0), 1e-9)
+
+
 def _unit_rows(x: np.ndarray) -> torch.Tensor:
-    """Standardised over the frames (per dimension), then unit length: cosine similarity is a dot product."""
-    xt = torch.from_numpy(np.asarray(x, np.float64))
-    xt = (xt - xt.mean(0)) / xt.std(0).clamp_min(1e-9)
-    return torch.nn.functional.normalize(xt, dim=1).float()
+    """Standardised, then unit length: cosine similarity is a dot product."""
+    return torch.nn.functional.normalize(torch.from_numpy(_standardised(x)), dim=1).float()
 
 
 def knn(x: np.ndarray, groups: np.ndarray, k: int = K, chunk: int = 2048) -> np.ndarray:
@@ -83,8 +87,7 @@ def cross_subject_knn_f1(x: np.ndarray, subject: np.ndarray, labels: np.ndarray,
 
 def subject_variance_share(x: np.ndarray, subject: np.ndarray) -> float:
     """Between-subject share of the standardised features' total variance."""
-    xt = np.asarray(x, np.float64)
-    xs = (xt - xt.mean(0)) / np.maximum(xt.std(0), 1e-9)
+    xs = _standardised(x)
     total = float((xs ** 2).sum())
     between = 0.0
     for s in np.unique(subject):
