@@ -177,3 +177,21 @@ def test_compare_summarises_each_method_over_its_seeds_newest_run_first():
     assert "| clp | 0, 1 | 0.350 ± 0.050 | 0.800 ± 0.100 | 0.200 ± 0.000 | 0.500 ± 0.000 | 1.000 ± 0.000 |" in text
     assert "| moco | 0 | 0.500 ± 0.050 | 0.950 |" in text  # one seed: F1's std over folds
     assert "| clp | 0.350 |" in text  # per-AU F1, mean over seeds
+
+
+def test_compare_keeps_readings_of_one_method_apart_by_run_name():
+    from clpau.compare import collect, latest_per_seed
+
+    def state(name, method, seed, f1):
+        return {"rev": "a" * 40, "name": name, "data": {
+            "params": {"params.yaml": {"data": {"pretrain": {"method": method, "seed": seed}}}},
+            "metrics": {"metrics/evaluate.json": {"data": {"f1_mean": f1}}}}}
+
+    workspace = state(None, "clp", 0, 0.1)
+    workspace["experiments"] = [{"revs": [state("cmp-clp-s0", "clp", 0, 0.4), state("cmp-clp-8x4-s0", "clp", 0, 0.5),
+                                          state("cmp-clp-8x4-s1", "clp", 1, 0.6), state("mine", "moco", 0, 0.7)]}]
+    rows = latest_per_seed(collect([workspace]))
+    # clp and its 8x4 reading are two rows of the table, each over its own seeds; an experiment named otherwise is
+    # grouped by its method
+    assert [(r["method"], r["seed"], r["metrics"]["f1_mean"]) for r in rows] == [
+        ("moco", 0, 0.7), ("clp", 0, 0.4), ("clp-8x4", 0, 0.5), ("clp-8x4", 1, 0.6)]

@@ -5,6 +5,7 @@ figures, identity leakage, label efficiency and per-AU F1. The newest evaluation
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import subprocess
 from pathlib import Path
@@ -12,6 +13,9 @@ from pathlib import Path
 from .fileio import write_text
 
 ORDER = ["random", "simclr", "moco", "tcl", "cir", "clp", "supervised"]
+# `make compare`/`make study` name runs cmp-<label>-s<seed>: the label (a method, or a method's reading such as
+# clp-8x4) is the table's row, so readings of one method are not pooled as if they were seeds
+RUN_NAME = re.compile(r"^cmp-(.+)-s\d+$")
 # (key in metrics/evaluate.json, column title): lower is more person-independent for ↓, higher for ↑
 FIGURES = [("f1_mean", "mean F1"), ("same_subject_nn", "same-subject NN ↓"),
            ("cross_subject_knn_f1", "cross-subject kNN F1 ↑"), ("subject_variance_share", "subject variance ↓"),
@@ -30,9 +34,11 @@ def collect(exp_show: list) -> list[dict]:
         if metrics and "f1_mean" in metrics:
             rev = state.get("rev", "")
             pretrain = params.get("pretrain") or {}
-            rows.append({"name": state.get("name") or (rev[:7] if len(rev) == 40 else rev),
-                         "method": pretrain.get("method", metrics.get("method")), "seed": pretrain.get("seed", 0),
-                         "metrics": metrics, "experiment": depth > 0})
+            name = state.get("name") or (rev[:7] if len(rev) == 40 else rev)
+            method = pretrain.get("method", metrics.get("method"))
+            label = m.group(1) if (m := RUN_NAME.match(name)) else method
+            rows.append({"name": name, "method": label, "seed": pretrain.get("seed", 0), "metrics": metrics,
+                         "experiment": depth > 0})
         for group in state.get("experiments") or []:
             for rev in group.get("revs") or []:
                 visit(rev, depth + 1)
@@ -52,7 +58,8 @@ def latest_per_seed(rows: list[dict]) -> list[dict]:
             seen.add(key)
             out.append(row)
     rank = {m: i for i, m in enumerate(ORDER)}
-    return sorted(out, key=lambda r: (rank.get(r["method"], len(ORDER)), str(r["method"]), r["seed"]))
+    return sorted(out, key=lambda r: (rank.get(str(r["method"]).split("-")[0], len(ORDER)), str(r["method"]),
+                                      r["seed"]))
 
 
 def summarise(rows: list[dict]) -> list[dict]:

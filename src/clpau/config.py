@@ -66,10 +66,15 @@ class ExtractParams(_Section):
         return self
 
 
+Profile = Literal["amusement", "sadness", "startle", "pain", "anger", "spontaneous"]
+
+
 class SynthPretrainParams(_Section):
     identities: int = Field(60, ge=1)
     videos_per_identity: int = Field(2, ge=1)
     frames: int = Field(100, ge=16)
+    profiles: list[Profile] = Field(["amusement", "sadness", "startle", "pain", "anger"], min_length=1,
+                                    description="AU-event profiles the videos cycle through (synth.PROFILES)")
 
 
 class SynthLabelledParams(_Section):

@@ -2,8 +2,10 @@
 
 Two disjoint populations, both deterministic by seed:
 
-- **pretrain** (unlabelled corpus): many identities, a few clips each, with speech-like mouth motion, spontaneous
-  AU events, blinks and head-pose drift. Labels are written (for analysis) but pretraining never reads them.
+- **pretrain** (unlabelled corpus): many identities, a few clips each, every clip talking (speech-like mouth
+  motion) with the AU events of one of `synth.pretrain.profiles` (default: the labelled benchmark's five task
+  profiles, so the corpus has BP4D-like base rates and event durations — docs/results.md, "The corpus"), blinks and
+  head-pose drift. Labels are written (for analysis) but pretraining never reads them.
 - **labelled** benchmark: the subjects of the committed fold file `data/folds/synth.yaml` × `tasks` sequences,
   BP4D's 12 AUs with co-occurring events and uneven base rates, labels in the BP4D occurrence-CSV layout.
 
@@ -82,12 +84,13 @@ def _seed(*parts) -> int:
 def plan(params: SynthParams) -> list[VideoSpec]:
     """All videos of both populations, in a fixed order."""
     specs = []
-    for i in range(params.pretrain.identities):
+    corpus = params.pretrain
+    for i in range(corpus.identities):
         name = f"P{i + 1:04d}"
-        for v in range(params.pretrain.videos_per_identity):
+        for v in range(corpus.videos_per_identity):
+            profile = corpus.profiles[(i * corpus.videos_per_identity + v) % len(corpus.profiles)]
             specs.append(VideoSpec("pretrain", f"{name}_V{v + 1}", _seed(params.seed, "pretrain", name),
-                                   _seed(params.seed, "pretrain", name, v), params.pretrain.frames, "spontaneous",
-                                   speech=1.0))
+                                   _seed(params.seed, "pretrain", name, v), corpus.frames, profile, speech=1.0))
     subjects = [s for fold in read_folds(params.folds) for s in fold]
     for s in subjects:
         for t in range(params.labelled.tasks):
