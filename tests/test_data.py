@@ -125,3 +125,21 @@ def test_views_coloured_on_the_trainer_are_those_the_loader_colours(synth_clips)
         assert finish_views(want)[0] is want["view_q"]  # coloured by the loader: passed on as it is
         if augment:  # the batch held views with and without the blur, so both of its branches were compared
             assert 0 < int((got["colour_q"][:, 13] > 0).sum()) < 20
+
+
+def test_track_reach_follows_overlapping_clips_of_one_track_and_stops_at_a_cut():
+    import pandas as pd
+
+    from clpau.data import track_reach
+
+    # one shard: a track of frames 0-39 at rows 0-39 (clips at 0, 8, 16, 24), then after a cut a second track of
+    # frames 40-63 at rows 40-63 whose first clip merely touches the first track's last one; a clip of another shard
+    clips = pd.DataFrame({
+        "shard_path": ["a"] * 4 + ["a"] * 2 + ["b"],
+        "start_frame": [0, 8, 16, 24, 40, 48, 0],
+        "start_row": [0, 8, 16, 24, 40, 48, 0],
+        "n_frames": [16] * 7})
+    assert track_reach(clips).tolist() == [40, 32, 24, 16, 24, 16, 16]
+    # a row missing between the 2nd and 3rd clip (rows no longer step with frames there): two tracks
+    shifted = clips.assign(start_row=[0, 8, 17, 25, 41, 49, 0])
+    assert track_reach(shifted).tolist() == [24, 16, 24, 16, 24, 16, 16]

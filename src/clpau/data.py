@@ -22,8 +22,29 @@ from torch.utils.data import Dataset, default_collate, get_worker_info
 MEAN, STD = 0.5, 0.25
 
 
+def track_reach(clips: pd.DataFrame) -> np.ndarray:
+    """Frames from each clip's start to the end of its face track: extract's clips overlap (`clip_stride` <
+    `clip_len`), and a clip that overlaps the next one at the same shard row per frame lies on the same track (a row
+    holds one face), so the track continues through it. Lets a clip span longer than extract's clip_len be read."""
+    df = clips.reset_index(drop=True)
+    reach = df["n_frames"].to_numpy().astype(np.int64).copy()
+    order = df.sort_values(["shard_path", "start_row"]).index.to_numpy()
+    end = df["start_row"].to_numpy() + reach
+    for k in range(len(order) - 2, -1, -1):  # backwards: a clip reaches as far as the clip it continues into
+        i, j = order[k], order[k + 1]
+        same_track = (df.at[i, "shard_path"] == df.at[j, "shard_path"]
+                      and df.at[j, "start_row"] - df.at[i, "start_row"] == df.at[j, "start_frame"] - df.at[i, "start_frame"]
+                      and df.at[i, "start_row"] < df.at[j, "start_row"] < end[i])
+        if same_track:
+            end[i] = max(end[i], end[j])
+            reach[i] = end[i] - df.at[i, "start_row"]
+    return reach
+
+
 def load_clips(roots: list[Path | str], span: int) -> pd.DataFrame:
-    """Clips of every extract output folder that hold at least `span` frames, with absolute shard paths."""
+    """Clips of every extract output folder that hold at least `span` frames, with absolute shard paths. A clip
+    shorter than `span` counts with the frames of its face track that follow it (`track_reach`), so a span longer
+    than extract's clip_len (e.g. 8 frames at stride 4) needs no new extraction."""
     parts = []
     for root in map(Path, roots):
         table = root / "clips.parquet"
@@ -33,6 +54,8 @@ def load_clips(roots: list[Path | str], span: int) -> pd.DataFrame:
         df["shard_path"] = [str(root / s) for s in df["shard"]]
         parts.append(df)
     clips = pd.concat(parts, ignore_index=True)
+    if span > clips["n_frames"].min():
+        clips["n_frames"] = np.where(clips["n_frames"] >= span, clips["n_frames"], track_reach(clips))
     clips = clips[clips["n_frames"] >= span].reset_index(drop=True)
     if clips.empty:
         raise ValueError(f"no clip of {span} or more frames in {', '.join(map(str, roots))}")
