@@ -24,7 +24,9 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip check
 	touch $@
 
+# data/pool (accepted batches, versioned by data/pool.dvc) starts empty; with batches in it, `dvc pull` it first
 repro: venv
+	mkdir -p data/pool
 	$(BIN)/dvc repro
 
 test: venv
@@ -61,7 +63,8 @@ compare: repro
 	  --keep 'Experiment|Created|pretrain.method|pretrain.seed|f1_mean|f1_std|identity_leakage|same_subject_nn|cross_subject_knn_f1|subject_variance_share|encoder_step'
 	$(BIN)/clpau compare --out reports/compare.md
 
-# A local Prefect server (127.0.0.1 only), the process work pool, both deployments of prefect.yaml and a worker.
+# A local Prefect server (127.0.0.1 only), both work pools (clpau-process: ingest; gpu: retraining), both
+# deployments of prefect.yaml and a worker per pool. On a separate training machine run only the gpu worker there.
 # UI: http://127.0.0.1:4200 . Ctrl-C stops worker and server.
 PREFECT_PORT ?= 4200
 serve: venv
@@ -69,7 +72,8 @@ serve: venv
 	trap "kill $$server" EXIT; \
 	export PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api; \
 	for i in $$(seq 120); do curl -sf $$PREFECT_API_URL/health >/dev/null && break; sleep 1; done; \
-	$(BIN)/prefect work-pool inspect clpau-process >/dev/null 2>&1 || \
-	  $(BIN)/prefect work-pool create clpau-process --type process; \
+	for pool in clpau-process gpu; do $(BIN)/prefect work-pool inspect $$pool >/dev/null 2>&1 || \
+	  $(BIN)/prefect work-pool create $$pool --type process; done; \
 	$(BIN)/prefect --no-prompt deploy --all; \
+	$(BIN)/prefect worker start --pool gpu & gpu_worker=$$!; trap "kill $$server $$gpu_worker" EXIT; \
 	$(BIN)/prefect worker start --pool clpau-process

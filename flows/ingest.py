@@ -1,5 +1,7 @@
 """Prefect flow: ingest the inbox's new videos as one batch — extract (a task per video, retried) → quality gate
-(Great Expectations) → drift (Evidently) → accept into the training pool or quarantine with the reasons.
+(Great Expectations) → drift (Evidently, against the promoted model's training set) → accept into the pool
+(trainset.pool: videos + clips, `dvc add`, a git commit, `dvc push` + `git push` where remotes are set) or
+quarantine with the reasons. Evaluation subjects of the labelled benchmark and videos accepted before are refused.
 
 A thin wrapper over `clpau.ingest`, `clpau.validate` and `clpau.drift`; run it once with
 `python flows/ingest.py [--params params.yaml]`, or on a schedule through the `ingest-nightly` deployment
@@ -13,10 +15,11 @@ import argparse
 import os
 from pathlib import Path
 
+import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from clpau import ingest
+from clpau import ingest, sync
 from clpau.config import Params, load_params
 from clpau.drift import run_drift
 from clpau.validate import run_validate
@@ -32,12 +35,33 @@ def quality_gate(clips: Path, params: Params, out: Path) -> dict:
     return run_validate(clips, params.validate, out)
 
 
+def drift_reference(params: Params) -> Path | None:
+    """What the promoted model was trained on; before the first promotion, the current training set."""
+    for ref in (Path(params.flows.reference), Path(params.trainset.out_dir)):
+        if (ref / "clips.parquet").exists():
+            return ref
+    return None
+
+
 @task(name="drift-check")
 def drift_check(clips: Path, params: Params, out: Path) -> dict | None:
-    if not (Path(params.flows.reference) / "clips.parquet").exists():
-        get_run_logger().warning(f"no training pool at {params.flows.reference}: drift not checked")
+    ref = drift_reference(params)
+    if ref is None:
+        get_run_logger().warning(f"no training set at {params.flows.reference} or {params.trainset.out_dir} "
+                                 "(run `clpau trainset`): drift not checked")
         return None
-    return run_drift(params.flows.reference, clips, params.drift, out)
+    videos = pd.read_parquet(ref / "clips.parquet", columns=["video"])["video"].nunique()
+    if videos < params.drift.min_reference_videos:
+        get_run_logger().warning(f"the training set {ref} has {videos} videos (< drift.min_reference_videos = "
+                                 f"{params.drift.min_reference_videos}): drift not checked")
+        return None
+    return {**run_drift(ref, clips, params.drift, out), "reference": str(ref)}
+
+
+@task(name="share")
+def share(workspace: Path, remote: str | None, pointer: str) -> list[str]:
+    """Push the pool's new version and its commit, so the training side can pull them."""
+    return sync.push(workspace, remote, [pointer])
 
 
 def _publish(batch: str, summary: dict, validation: dict, drift: dict | None) -> None:
@@ -46,7 +70,11 @@ def _publish(batch: str, summary: dict, validation: dict, drift: dict | None) ->
              f"- quality gate: {'passed' if validation['success'] else 'failed'} ({validation['checked']} "
              f"expectations)"]
     if drift is not None:
-        lines.append(f"- drift: {'yes' if drift['drift'] else 'no'} ({drift['drifted_share']:.0%} of columns)")
+        lines.append(f"- drift: {'yes' if drift['drift'] else 'no'} ({drift['drifted_share']:.0%} of columns) "
+                     f"against {drift['reference']}")
+    if summary.get("commit"):
+        lines.append(f"- pool version committed: {summary['commit'][:10]}; shared: "
+                     f"{', '.join(summary.get('shared') or []) or 'no remote set'}")
     lines += ["", *(f"- {r}" for r in summary["reasons"])]
     create_markdown_artifact("\n".join(lines), key="ingest-summary", description=f"batch {batch}")
     rows = [{"check": "quality", "what": f["reason"], "failed": True} for f in validation["failed"]]
@@ -108,11 +136,15 @@ def _ingest(params_file: str = "params.yaml", batch: str | None = None) -> dict:
     clips = ingest.merge_extracts(parts, root / "clips")
     validation = quality_gate(clips, params, root / "reports" / "validate")
     drift = drift_check(clips, params, root / "reports") if validation["success"] else None
-    decision = ingest.decide(validation, drift)
+    pool = params.trainset.pool
+    decision = ingest.decide(validation, drift, ingest.refusals(clips, pool, params.benchmark, name))
     summary = {"batch": name, "videos": len(videos), "reports": str(root / "reports"), **decision}
     if decision["accepted"]:
-        summary.update(ingest.accept(root, f.pool))
-        log.info(f"batch {name} accepted into {f.pool}")
+        summary.update(ingest.accept(root, pool))
+        log.info(f"batch {name} accepted into {pool}")
+        workspace = ingest.dvc_root(Path(pool))
+        if summary["dvc_versioned"] and workspace is not None:
+            summary["shared"] = share(workspace, f.git_remote, str(Path(pool).resolve().relative_to(workspace)) + ".dvc")
     else:
         summary.update(ingest.quarantine(root, f.quarantine, decision))
         log.warning(f"batch {name} quarantined: " + "; ".join(decision["reasons"]))

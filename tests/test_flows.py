@@ -35,9 +35,10 @@ def _workspace(tmp_path, batches, videos_from: str, task_runner: str = "thread")
     enc = tmp_path / "models"
     run_pretrain(PretrainParams(data=[batches["pool"][1]], method="random", out_dir=enc, live_dir=tmp_path / "l"),
                  progress=False, log=lambda *_: None)
-    params = {"flows": {"inbox": str(inbox), "pool": str(tmp_path / "pool"), "quarantine": str(tmp_path / "q"),
+    params = {"flows": {"inbox": str(inbox), "quarantine": str(tmp_path / "q"),
                         "batches": str(tmp_path / "batches"), "reference": str(batches["pool"][1]),
                         "task_runner": task_runner},
+              "trainset": {"pool": str(tmp_path / "pool")},
               "drift": {"encoder": str(enc / "encoder.pt"), "embedding_components": 4}}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -58,8 +59,11 @@ def test_good_batch_is_accepted_into_the_pool(harness, batches, tmp_path):
     params = _workspace(tmp_path, batches, "good")
     result = build_flow(str(params))(str(params), "b1")
     assert result["accepted"], result["reasons"]
-    pooled = sorted(p.name for p in (tmp_path / "pool" / "b1").glob("*.mp4"))
+    pooled = sorted(p.name for p in (tmp_path / "pool" / "b1" / "videos").glob("*.mp4"))
     assert pooled == sorted(p.name for p in batches["good"][0].glob("*.mp4")) and len(pooled) == 8
+    # the batch's extract output is kept beside its videos: the trainset stage reads it, nothing is extracted twice
+    kept = pd.read_parquet(tmp_path / "pool" / "b1" / "clips" / "clips.parquet")
+    assert len(kept) == result["clips"] > 0
     assert not list((tmp_path / "inbox").rglob("*.mp4"))  # staged out of the inbox
     summary = _artifacts("ingest-summary")
     assert summary and "accepted into the training pool" in summary[0].data
@@ -91,14 +95,14 @@ def test_dask_task_runner_extracts_the_same_clips(harness, batches, tmp_path):
     assert result["accepted"], result["reasons"]
     # Dask's nanny sets OMP_NUM_THREADS=1 & co. in this process to start its workers: they must not stay behind
     assert dict(os.environ) == environ, set(os.environ.items()) ^ set(environ.items())
-    dask_clips = pd.read_parquet(tmp_path / "batches" / "b3" / "clips" / "clips.parquet")
+    dask_clips = pd.read_parquet(tmp_path / "pool" / "b3" / "clips" / "clips.parquet")
     local = pd.read_parquet(batches["good"][1] / "clips.parquet")  # one in-process run_extract of the same videos
     cols = ["video_key", "start_frame", "n_frames", "det_score", "face_size", "brightness", "sharpness"]
     key = ["video_key", "start_frame"]
     pd.testing.assert_frame_equal(dask_clips[cols].sort_values(key).reset_index(drop=True),
                                   local[cols].sort_values(key).reset_index(drop=True))
     for key in dask_clips["video_key"].unique():
-        a = tmp_path / "batches" / "b3" / "clips" / "frames" / key / "faces.npy"
+        a = tmp_path / "pool" / "b3" / "clips" / "frames" / key / "faces.npy"
         assert a.read_bytes() == (batches["good"][1] / "frames" / key / "faces.npy").read_bytes()
 
 
@@ -133,6 +137,7 @@ def test_prefect_yaml_registers_both_deployments_with_schedules(tmp_path):
         else:
             pytest.fail("the Prefect server did not come up in 120 s")
         for cmd in ([prefect, "work-pool", "create", "clpau-process", "--type", "process"],
+                    [prefect, "work-pool", "create", "gpu", "--type", "process"],
                     [prefect, "--no-prompt", "deploy", "--all"]):
             proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
             assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -145,7 +150,7 @@ def test_prefect_yaml_registers_both_deployments_with_schedules(tmp_path):
         out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
         lines = sorted(out.stdout.strip().splitlines())
         assert lines == ["ingest-nightly clpau-process None ['0 2 * * *'] [True]",
-                         "retrain-weekly clpau-process 1 ['0 3 * * 0'] [True]"], out.stdout + out.stderr
+                         "retrain-weekly gpu 1 ['0 3 * * 0'] [True]"], out.stdout + out.stderr
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)

@@ -47,6 +47,21 @@ def _extract(args, params) -> int:
     return 0
 
 
+def _trainset(args, params) -> int:
+    from .trainset import TrainsetError, assemble
+
+    try:
+        result = assemble(params.trainset, params.benchmark)
+    except TrainsetError as err:
+        print(f"clpau trainset: error: {err}", file=sys.stderr)
+        return 1
+    t = result["total"]
+    batches = ", ".join(result["batches"]) or "none"
+    print(f"trainset: {t['videos']} videos, {t['clips']} clips, {t['hours'] * 60:.1f} min of face video, "
+          f"{t['identities']} identities -> {params.trainset.out_dir} (accepted batches: {batches})")
+    return 0
+
+
 def _synth(args, params) -> int:
     from .synth import preview, run_synth
 
@@ -191,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where --preview writes (default: %(default)s)")
     sy.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+    sub.add_parser("trainset", help="the pretraining set: the base corpus + every batch accepted into the pool",
+                   description="Assemble trainset.out_dir/clips.parquet from the extract outputs of trainset.base and "
+                               "of every accepted batch in trainset.pool (data/pool/<batch>/clips), with "
+                               "composition.json (videos, clips, hours, identities per source) and the totals in "
+                               "trainset.metrics. Stops, naming the video, when a pool video is one of the labelled "
+                               "benchmark's videos or is named as one of its evaluation subjects.")
+
     pt = sub.add_parser("pretrain", help="pretraining: clp, its ablations tcl and cir, simclr, moco, random; supervised (upper bound)",
                         description="Train an encoder on the clips of pretrain.data with Lightning Fabric; writes "
                                     "pretrain.out_dir/encoder.pt, checkpoints (a rerun resumes from the last) and "
@@ -263,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"assets": _assets, "synth": _synth, "extract": _extract, "pretrain": _pretrain, "evaluate": _evaluate,
+COMMANDS = {"assets": _assets, "synth": _synth, "extract": _extract, "trainset": _trainset, "pretrain": _pretrain, "evaluate": _evaluate,
             "predict": _predict, "compare": _compare,
             "validate": _validate, "drift": _drift}
 

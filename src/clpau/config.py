@@ -126,7 +126,7 @@ class BenchmarkParams(_Section):
 
 class PretrainParams(_Section):
     method: Literal["clp", "tcl", "cir", "simclr", "moco", "random", "supervised"] = "clp"
-    data: list[Path] = [Path("data/clips/synth_pretrain")]
+    data: list[Path] = [Path("data/trainset")]
     out_dir: Path = Path("models")
     live_dir: Path = Path("dvclive/pretrain")
     backbone: Literal["resnet_small", "resnet18"] = "resnet_small"
@@ -145,6 +145,7 @@ class PretrainParams(_Section):
                             "CUDA devices with bf16), 16-mixed on older CUDA devices, 32-true elsewhere (hardware.py)")
     accelerator: str = "auto"
     devices: int | str = 1
+    num_nodes: int = Field(1, ge=1, description="machines of a multi-node Fabric run (torchrun/SLURM set the rest)")
     strategy: str = "auto"
     num_workers: int = Field(0, ge=0, description="loader processes; 0 loads in the training process (fastest "
                                                    "when the trainer itself runs on the CPU's cores)")
@@ -253,19 +254,33 @@ class DriftParams(_Section):
     threshold: float = Field(0.3, gt=0, le=1, description="share of drifted columns that flags the batch")
     stattest_threshold: float = Field(0.01, gt=0, lt=1, description="p-value (or distance) per column")
     seed: int = 0
+    min_reference_videos: int = Field(10, ge=2, description="a smaller training set is no reference: drift is then "
+                                                             "not judged (said so), the batch is not held for it")
+
+
+class TrainsetParams(_Section):
+    """The pretraining set: the base corpus plus every batch accepted into the pool (trainset.py)."""
+    base: list[Path] = [Path("data/clips/synth_pretrain")]
+    pool: Path = Path("data/pool")
+    out_dir: Path = Path("data/trainset")
+    metrics: Path = Path("metrics/trainset.json")
 
 
 class FlowsParams(_Section):
     """Prefect flows (flows/): where new videos arrive, where accepted ones go, how tasks run."""
     inbox: Path = Path("data/inbox")
-    pool: Path = Path("data/raw/pool")
     quarantine: Path = Path("data/quarantine")
     batches: Path = Path("data/batches")
-    reference: Path = Path("data/clips/synth_pretrain")
+    reference: Path = Field(Path("models/promoted/trainset"), description="what drift is measured against: the "
+                            "promoted model's training set (trainset.out_dir until a model is promoted)")
     task_runner: Literal["thread", "dask"] = "thread"
     dask_address: str | None = Field(None, description="scheduler address; None = a local cluster")
     retries: int = Field(2, ge=0)
     retrain_targets: list[str] = ["pretrain", "evaluate"]
+    git_remote: str | None = Field(None, description="git remote the flows pull from and push to (two machines); "
+                                                      "None: git is not synced, only the DVC remote")
+    promote_tolerance: float = Field(0.005, ge=0.0, description="a retrain is promoted unless its mean F1 is more "
+                                                                 "than this below the promoted model's")
 
 
 with warnings.catch_warnings():  # the `validate` section shadows pydantic's deprecated BaseModel.validate: harmless
@@ -280,6 +295,7 @@ with warnings.catch_warnings():  # the `validate` section shadows pydantic's dep
         evaluate: EvaluateParams = EvaluateParams()
         validate: ValidateParams = ValidateParams()
         drift: DriftParams = DriftParams()
+        trainset: TrainsetParams = TrainsetParams()
         flows: FlowsParams = FlowsParams()
 
 

@@ -8,8 +8,12 @@ Layout (params.yaml: flows):
     batches/<batch>/parts/<v>/  one extract output per video (a task each; retried alone when it fails)
     batches/<batch>/clips/      the merged extract output: what the gate and the drift check read
     batches/<batch>/reports/    GX data docs, Evidently report, decision.json
-    pool/<batch>/               accepted videos (then `dvc add pool`, when the project is a DVC repo)
+    pool/<batch>/videos|clips   accepted videos and their extract output (trainset.pool; the `trainset` stage
+                                reads it), batch.json; then `dvc add pool` + a git commit of pool.dvc
     quarantine/<batch>/         rejected videos + reasons.json
+
+Besides the quality gate and drift, a batch is refused when it would bring an evaluation subject of the labelled
+benchmark into pretraining (trainset.benchmark_overlap) or holds a video that an earlier batch brought in.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import Params
+from . import sync
+from .config import BenchmarkParams, Params
 from .extract import VIDEO_EXTENSIONS, run_extract
-from .fileio import write_parquet
+from .fileio import write_json, write_parquet
+from .trainset import benchmark_overlap, pool_batches
 
 
 def stage_batch(inbox: Path, batches: Path, name: str | None = None) -> tuple[str, list[Path]]:
@@ -70,34 +76,68 @@ def merge_extracts(parts: list[Path], out: Path) -> Path:
     return out
 
 
-def decide(validation: dict, drift: dict | None, quarantine_on_drift: bool = True) -> dict:
+def refusals(clips: Path, pool: Path, bench: BenchmarkParams, batch: str) -> list[str]:
+    """Why the batch must not enter the pool whatever its quality: evaluation subjects of the labelled benchmark,
+    videos accepted before (by sha256), a batch name already taken."""
+    videos = pd.read_parquet(Path(clips) / "videos.parquet")
+    reasons = [f"evaluation subject: {r}" for r in benchmark_overlap(videos, bench)]
+    seen = {}
+    for b in pool_batches(pool):
+        v = Path(b) / "clips" / "videos.parquet"
+        if v.exists():
+            seen.update({h: b.name for h in pd.read_parquet(v, columns=["sha256"])["sha256"].dropna()})
+    for name, sha in zip(videos["video"], videos["sha256"], strict=True):
+        if sha and sha in seen:
+            reasons.append(f"already accepted: {Path(str(name)).name} came into the pool with batch {seen[sha]}")
+    if (Path(pool) / batch).exists():
+        reasons.append(f"already accepted: a batch named {batch} is in {pool}")
+    return reasons
+
+
+def decide(validation: dict, drift: dict | None, refused: list[str] = (), quarantine_on_drift: bool = True) -> dict:
     """accept or quarantine, with every reason."""
-    reasons = [f"quality gate: {f['reason']}" for f in validation.get("failed", [])]
+    reasons = list(refused) + [f"quality gate: {f['reason']}" for f in validation.get("failed", [])]
     if drift is not None and drift.get("drift") and quarantine_on_drift:
-        reasons.append(f"drift: {drift['drifted_share']:.0%} of the columns drifted against the training pool "
+        reasons.append(f"drift: {drift['drifted_share']:.0%} of the columns drifted against the training set "
                        f"({', '.join(drift['drifted_columns'])}); threshold {drift['threshold']:.0%}")
     return {"accepted": not reasons, "reasons": reasons}
 
 
 def accept(batch_dir: Path, pool: Path, version: bool = True) -> dict:
-    """Move the batch's videos into pool/<batch> and, in a DVC repo, `dvc add` the pool (one new version)."""
-    dest = Path(pool) / Path(batch_dir).name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(Path(batch_dir) / "videos"), dest)
-    versioned = False
-    root = _dvc_root(Path(pool))
+    """Move the batch's videos and extract output into pool/<batch>, write batch.json and, in a DVC repo,
+    `dvc add` the pool (one new version) and commit its pointer in git."""
+    batch_dir, pool = Path(batch_dir), Path(pool)
+    dest = pool / batch_dir.name
+    dest.mkdir(parents=True)
+    shutil.move(str(batch_dir / "videos"), dest / "videos")
+    shutil.move(str(batch_dir / "clips"), dest / "clips")
+    clips = pd.read_parquet(dest / "clips" / "clips.parquet")
+    videos = pd.read_parquet(dest / "clips" / "videos.parquet")
+    ok = videos[videos["status"] == "ok"]
+    record = {"batch": batch_dir.name, "accepted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "videos": sorted(Path(str(v)).name for v in videos["video"]), "clips": len(clips),
+              "identities": int(clips["identity"].nunique()) if len(clips) else 0,
+              "hours": round(float((ok["face_frames"] / ok["fps"]).sum()) / 3600, 4),
+              "reports": str(batch_dir / "reports")}
+    write_json(dest / "batch.json", record)
+    versioned, commit = False, None
+    root = dvc_root(pool)
     if version and root is not None:
-        target = Path(pool).resolve().relative_to(root)
-        proc = subprocess.run([sys.executable, "-m", "dvc", "add", str(target)], cwd=root, capture_output=True,
+        target = pool.resolve().relative_to(root)
+        proc = subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(target)], cwd=root, capture_output=True,
                               text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"`dvc add {target}` failed: {proc.stderr.strip()[-400:]}")
         versioned = True
-    return {"pool": str(dest), "videos": sorted(str(p) for p in dest.rglob("*") if p.is_file()),
-            "dvc_versioned": versioned}
+        pointer = target.with_name(target.name + ".dvc")
+        commit = sync.commit(root, [str(pointer), str(target.parent / ".gitignore")],
+                             f"ingest: accept batch {batch_dir.name} ({len(record['videos'])} videos, "
+                             f"{record['clips']} clips)")
+    return {"pool": str(dest), "videos": record["videos"], "clips": record["clips"], "dvc_versioned": versioned,
+            "commit": commit}
 
 
-def _dvc_root(path: Path) -> Path | None:
+def dvc_root(path: Path) -> Path | None:
     """The DVC repo that holds `path`, if any."""
     for d in [path.resolve(), *path.resolve().parents]:
         if (d / ".dvc").is_dir():

@@ -317,7 +317,7 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
     log(f"pretrain: precision {precision} ({why}); {torch.get_num_threads()} threads")
     run_info = {"device": device_type(p.accelerator), "precision": precision, "precision_reason": why,
                 "threads": torch.get_num_threads()}
-    where = {"accelerator": p.accelerator, "devices": p.devices, "precision": precision}
+    where = {"accelerator": p.accelerator, "devices": p.devices, "num_nodes": p.num_nodes, "precision": precision}
     fabric = Fabric(**where, strategy=p.strategy)
     if fabric.world_size > 1 and p.method == "clp" and p.cir_every > 1:
         # CIR's networks sit out the steps between CIR steps, and DDP must expect parameters without a gradient
