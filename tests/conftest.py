@@ -104,3 +104,12 @@ def batches(assets, tmp_path_factory):
         run_extract([d], clips, ExtractParams(), workers=2, identity_rule="prefix", progress=False)
         out[name] = (d, clips)
     return out
+
+
+@pytest.fixture(scope="session")
+def harness():
+    """Prefect's test harness (a temporary server and database), started once for every flow test."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield

@@ -20,14 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
-
-
 def _workspace(tmp_path, batches, videos_from: str, task_runner: str = "thread") -> Path:
     """A params file whose inbox holds copies of one batch's videos; the pool of 24 people is the reference."""
     inbox = tmp_path / "inbox"

@@ -130,14 +130,12 @@ def _rows(states: list) -> dict:
     return out
 
 
-def test_retraining_loop_across_two_clones(dvc_repo, batches, tmp_path, monkeypatch):
+def test_retraining_loop_across_two_clones(dvc_repo, batches, harness, tmp_path, monkeypatch):
     """Clone A (ingest side) accepts a synthetic batch into the pool and pushes it to a local DVC remote + a bare
     git origin; clone B (training side) pulls, retrains as a named DVC experiment whose training set holds the
     batch's clips, promotes it with lineage and pushes; a second retrain without new data does nothing; A pulls and
     sees the promoted model and its `dvc exp show` row; a batch with an evaluation subject's video, a video
     accepted before and a video named as an evaluation subject is refused. Prefect's test harness runs both flows."""
-    from prefect.testing.utilities import prefect_test_harness
-
     sys.path.insert(0, str(ROOT))
     from clpau import sync
     from flows.ingest import build_flow
@@ -159,57 +157,56 @@ def test_retraining_loop_across_two_clones(dvc_repo, batches, tmp_path, monkeypa
     _run([git, "push", "-q", "-u", "origin", "HEAD"], a, env)
     good = sorted(batches["good"][0].glob("*.mp4"))[:3]
     monkeypatch.chdir(a)
-    with prefect_test_harness(server_startup_timeout=90):
-        # A: the batch lands in the pool, versioned, committed and pushed
-        shutil.copytree(batches["good"][0], a / "data" / "inbox", ignore=lambda d, names: [
-            n for n in names if n.endswith(".mp4") and n not in {v.name for v in good}])
-        accepted = build_flow("params.yaml")("params.yaml", "b1")
-        assert accepted["accepted"], accepted["reasons"]
-        # the tiny repo's training set (2 videos) is below drift.min_reference_videos: not judged, not held for it
-        assert not any("drift" in r for r in accepted["reasons"])
-        batch = json.loads((a / "data" / "pool" / "b1" / "batch.json").read_text())
-        assert batch["videos"] == [v.name for v in good] and batch["clips"] > 0
-        assert _run([git, "log", "-1", "--format=%s"], a, env).startswith("ingest: accept batch b1")
-        assert accepted["shared"] == ["dvc push", "git push"]
-        assert _run([git, "rev-parse", "HEAD"], a, env) == _run([git, "ls-remote", "origin", "HEAD"], a, env).split()[0] + "\n"
+    # A: the batch lands in the pool, versioned, committed and pushed
+    shutil.copytree(batches["good"][0], a / "data" / "inbox", ignore=lambda d, names: [
+        n for n in names if n.endswith(".mp4") and n not in {v.name for v in good}])
+    accepted = build_flow("params.yaml")("params.yaml", "b1")
+    assert accepted["accepted"], accepted["reasons"]
+    # the tiny repo's training set (2 videos) is below drift.min_reference_videos: not judged, not held for it
+    assert not any("drift" in r for r in accepted["reasons"])
+    batch = json.loads((a / "data" / "pool" / "b1" / "batch.json").read_text())
+    assert batch["videos"] == [v.name for v in good] and batch["clips"] > 0
+    assert _run([git, "log", "-1", "--format=%s"], a, env).startswith("ingest: accept batch b1")
+    assert accepted["shared"] == ["dvc push", "git push"]
+    assert _run([git, "rev-parse", "HEAD"], a, env) == _run([git, "ls-remote", "origin", "HEAD"], a, env).split()[0] + "\n"
 
-        # B: a second checkout pulls, retrains on base corpus + b1 as a named experiment, promotes, pushes
-        b = tmp_path / "b"
-        _run([git, "clone", "-q", str(tmp_path / "origin.git"), str(b)], tmp_path, env)
-        first = retrain_flow(str(b))
-        assert first["ran"] and first["promoted"], first
-        name = first["experiment"]
-        trainset = json.loads((b / "metrics" / "trainset.json").read_text())["trainset"]
-        base = json.loads((a / "data" / "trainset" / "composition.json").read_text())["total"]["clips"]
-        assert trainset["batches"] == 1 and trainset["clips"] == base + batch["clips"], (trainset, base, batch)
-        lineage = json.loads((b / "models" / "promoted" / "lineage.json").read_text())
-        assert lineage["experiment"] == name and lineage["trainset"]["batches"] == ["b1"]
-        assert lineage["data"]["pool"] == yaml.safe_load((b / "data" / "pool.dvc").read_text())["outs"][0]["md5"]
-        assert lineage["figures"]["f1_mean"] == first["new"]["f1_mean"]
-        assert (b / "models" / "promoted" / "trainset" / "clips.parquet").exists()
-        assert _rows(_exp_show(b, env))[name][0]["clips"] == trainset["clips"]
-        assert first["shared"] == ["dvc push", "git push", f"dvc exp push {name}"]
+    # B: a second checkout pulls, retrains on base corpus + b1 as a named experiment, promotes, pushes
+    b = tmp_path / "b"
+    _run([git, "clone", "-q", str(tmp_path / "origin.git"), str(b)], tmp_path, env)
+    first = retrain_flow(str(b))
+    assert first["ran"] and first["promoted"], first
+    name = first["experiment"]
+    trainset = json.loads((b / "metrics" / "trainset.json").read_text())["trainset"]
+    base = json.loads((a / "data" / "trainset" / "composition.json").read_text())["total"]["clips"]
+    assert trainset["batches"] == 1 and trainset["clips"] == base + batch["clips"], (trainset, base, batch)
+    lineage = json.loads((b / "models" / "promoted" / "lineage.json").read_text())
+    assert lineage["experiment"] == name and lineage["trainset"]["batches"] == ["b1"]
+    assert lineage["data"]["pool"] == yaml.safe_load((b / "data" / "pool.dvc").read_text())["outs"][0]["md5"]
+    assert lineage["figures"]["f1_mean"] == first["new"]["f1_mean"]
+    assert (b / "models" / "promoted" / "trainset" / "clips.parquet").exists()
+    assert _rows(_exp_show(b, env))[name][0]["clips"] == trainset["clips"]
+    assert first["shared"] == ["dvc push", "git push", f"dvc exp push {name}"]
 
-        again = retrain_flow(str(b))
-        assert not again["ran"] and "no new accepted data" in again["reason"], again
-        assert _run([dvc, "exp", "list", "--all-commits", "--name-only"], b, env).split().count(name) == 1
+    again = retrain_flow(str(b))
+    assert not again["ran"] and "no new accepted data" in again["reason"], again
+    assert _run([dvc, "exp", "list", "--all-commits", "--name-only"], b, env).split().count(name) == 1
 
-        # A: pulls the promotion and sees it
-        assert sync.pull(a, "origin") == ["git pull", "dvc pull"]
-        assert json.loads((a / "models" / "promoted" / "lineage.json").read_text())["experiment"] == name
-        _run([dvc, "exp", "pull", "-q", "origin", name], a, env)
-        rows = _rows(_exp_show(a, env))
-        assert rows[name][0]["batches"] == 1 and rows["workspace"][0]["batches"] == 1, rows
+    # A: pulls the promotion and sees it
+    assert sync.pull(a, "origin") == ["git pull", "dvc pull"]
+    assert json.loads((a / "models" / "promoted" / "lineage.json").read_text())["experiment"] == name
+    _run([dvc, "exp", "pull", "-q", "origin", name], a, env)
+    rows = _rows(_exp_show(a, env))
+    assert rows[name][0]["batches"] == 1 and rows["workspace"][0]["batches"] == 1, rows
 
-        # A: a batch that would bring an evaluation subject into pretraining (or repeat b1) is refused
-        inbox = a / "data" / "inbox"
-        inbox.mkdir(exist_ok=True)
-        shutil.copy(a / "data" / "raw" / "synth" / "labelled" / "S001_T1.mp4", inbox / "lab_visit.mp4")
-        shutil.copy(good[0], inbox / "again.mp4")
-        shutil.copy(sorted(batches["good"][0].glob("*.mp4"))[3], inbox / "S002_visit.mp4")
-        refused = build_flow("params.yaml")("params.yaml", "b2")
-        assert not refused["accepted"] and not (a / "data" / "pool" / "b2").exists()
-        reasons = " | ".join(refused["reasons"])
-        assert "lab_visit.mp4 is the labelled benchmark's video S001_T1" in reasons, reasons
-        assert "S002_visit.mp4 is named as the labelled benchmark's evaluation subject S002" in reasons, reasons
-        assert "again.mp4 came into the pool with batch b1" in reasons, reasons
+    # A: a batch that would bring an evaluation subject into pretraining (or repeat b1) is refused
+    inbox = a / "data" / "inbox"
+    inbox.mkdir(exist_ok=True)
+    shutil.copy(a / "data" / "raw" / "synth" / "labelled" / "S001_T1.mp4", inbox / "lab_visit.mp4")
+    shutil.copy(good[0], inbox / "again.mp4")
+    shutil.copy(sorted(batches["good"][0].glob("*.mp4"))[3], inbox / "S002_visit.mp4")
+    refused = build_flow("params.yaml")("params.yaml", "b2")
+    assert not refused["accepted"] and not (a / "data" / "pool" / "b2").exists()
+    reasons = " | ".join(refused["reasons"])
+    assert "lab_visit.mp4 is the labelled benchmark's video S001_T1" in reasons, reasons
+    assert "S002_visit.mp4 is named as the labelled benchmark's evaluation subject S002" in reasons, reasons
+    assert "again.mp4 came into the pool with batch b1" in reasons, reasons
