@@ -189,7 +189,9 @@ def test_compare_keeps_readings_of_one_method_apart_by_run_name():
 
     workspace = state(None, "clp", 0, 0.1)
     workspace["experiments"] = [{"revs": [state("cmp-clp-s0", "clp", 0, 0.4), state("cmp-clp-8x4-s0", "clp", 0, 0.5),
-                                          state("cmp-clp-8x4-s1", "clp", 1, 0.6), state("mine", "moco", 0, 0.7)]}]
+                                          state("cmp-clp-8x4-s1", "clp", 1, 0.6), state("mine", "moco", 0, 0.7)]},
+                                {"executor": {"state": "running", "name": "tempdir"},  # shows its base's metrics
+                                 "revs": [state("cmp-clp-8x4-s2", "clp", 2, 0.1)]}]
     rows = latest_per_seed(collect([workspace]))
     # clp and its 8x4 reading are two rows of the table, each over its own seeds; an experiment named otherwise is
     # grouped by its method

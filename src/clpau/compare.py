@@ -40,6 +40,8 @@ def collect(exp_show: list) -> list[dict]:
             rows.append({"name": name, "method": label, "seed": pretrain.get("seed", 0), "metrics": metrics,
                          "experiment": depth > 0})
         for group in state.get("experiments") or []:
+            if (group.get("executor") or {}).get("state") in ("queued", "running", "failed"):
+                continue  # a running experiment shows its base commit's metrics until it finishes
             for rev in group.get("revs") or []:
                 visit(rev, depth + 1)
 
