@@ -27,7 +27,7 @@ from pathlib import Path
 from clpau.hardware import AVX2_CAPS, BF16_FLAGS, CpuInfo, resolve_precision
 
 STAGES = ["assets", "synth", "extract@samples", "extract@synth_pretrain", "extract@synth_labelled",
-          "validate@samples", "validate@synth_pretrain", "pretrain", "evaluate"]
+          "validate@samples", "validate@synth_pretrain", "trainset", "pretrain", "evaluate"]
 # what a stage keeps across `dvc repro --force` (persisted outputs: extraction's per-video cache, pretraining's
 # checkpoints) and would reuse instead of working: removed first, so that each stage is timed as on a fresh clone
 PERSISTED = {"extract@samples": ["data/clips/samples"], "extract@synth_pretrain": ["data/clips/synth_pretrain"],
