@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from . import sync
 from .config import BenchmarkParams, Params
 from .extract import VIDEO_EXTENSIONS, run_extract
 from .fileio import write_json, write_parquet
-from .trainset import benchmark_overlap, pool_batches
+from .trainset import benchmark_overlap, pool_batches, source
 
 
 def stage_batch(inbox: Path, batches: Path, name: str | None = None) -> tuple[str, list[Path]]:
@@ -111,23 +110,17 @@ def accept(batch_dir: Path, pool: Path, version: bool = True) -> dict:
     dest.mkdir(parents=True)
     shutil.move(str(batch_dir / "videos"), dest / "videos")
     shutil.move(str(batch_dir / "clips"), dest / "clips")
-    clips = pd.read_parquet(dest / "clips" / "clips.parquet")
-    videos = pd.read_parquet(dest / "clips" / "videos.parquet")
-    ok = videos[videos["status"] == "ok"]
+    videos = pd.read_parquet(dest / "clips" / "videos.parquet", columns=["video"])["video"]
+    _, stats = source(batch_dir.name, dest / "clips")
     record = {"batch": batch_dir.name, "accepted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "videos": sorted(Path(str(v)).name for v in videos["video"]), "clips": len(clips),
-              "identities": int(clips["identity"].nunique()) if len(clips) else 0,
-              "hours": round(float((ok["face_frames"] / ok["fps"]).sum()) / 3600, 4),
-              "reports": str(batch_dir / "reports")}
+              "videos": sorted(Path(str(v)).name for v in videos), "clips": stats["clips"],
+              "identities": stats["identities"], "hours": stats["hours"], "reports": str(batch_dir / "reports")}
     write_json(dest / "batch.json", record)
     versioned, commit = False, None
     root = dvc_root(pool)
     if version and root is not None:
         target = pool.resolve().relative_to(root)
-        proc = subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(target)], cwd=root, capture_output=True,
-                              text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"`dvc add {target}` failed: {proc.stderr.strip()[-400:]}")
+        sync.run(root, sys.executable, "-m", "dvc", "add", "-q", str(target))
         versioned = True
         pointer = target.with_name(target.name + ".dvc")
         commit = sync.commit(root, [str(pointer), str(target.parent / ".gitignore")],

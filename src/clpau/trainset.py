@@ -69,7 +69,9 @@ def benchmark_overlap(videos: pd.DataFrame, bench: BenchmarkParams) -> list[str]
     return reasons
 
 
-def _source(name: str, root: Path) -> tuple[pd.DataFrame, dict]:
+def source(name: str, root: Path) -> tuple[pd.DataFrame, dict]:
+    """An extract output's clips (with shard_path and source) and its counts: videos, clips, face frames, hours,
+    identities."""
     clips_path, videos_path = root / "clips.parquet", root / "videos.parquet"
     if not clips_path.exists():
         raise TrainsetError(f"{clips_path} is missing: {name} has no extract output")
@@ -103,7 +105,7 @@ def assemble(p: TrainsetParams, bench: BenchmarkParams) -> dict:
             if refused:
                 raise TrainsetError(f"pool batch {batch.name}: " + "; ".join(refused)
                                     + f" — remove {batch} (and `dvc add {p.pool}`) to go on")
-        clips, stats = _source(name, root)
+        clips, stats = source(name, root)
         parts.append(clips)
         composition[name] = stats
     clips = pd.concat(parts, ignore_index=True)
