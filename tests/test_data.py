@@ -143,3 +143,7 @@ def test_track_reach_follows_overlapping_clips_of_one_track_and_stops_at_a_cut()
     # a row missing between the 2nd and 3rd clip (rows no longer step with frames there): two tracks
     shifted = clips.assign(start_row=[0, 8, 17, 25, 41, 49, 0])
     assert track_reach(shifted).tolist() == [24, 16, 24, 16, 24, 16, 16]
+    # the same clips listed twice (bench/gpu_pack.py lists each person again as other people on the same frames):
+    # each copy reaches as far as the original; interleaved copies once broke every chain at its first clip
+    twice = pd.concat([clips, clips], ignore_index=True).sample(frac=1.0, random_state=0)
+    assert track_reach(twice).tolist() == track_reach(clips)[twice.index % len(clips)].tolist()

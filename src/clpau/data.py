@@ -26,6 +26,11 @@ def track_reach(clips: pd.DataFrame) -> np.ndarray:
     """Frames from each clip's start to the end of its face track: extract's clips overlap (`clip_stride` <
     `clip_len`), and a clip that overlaps the next one at the same shard row per frame lies on the same track (a row
     holds one face), so the track continues through it. Lets a clip span longer than extract's clip_len be read."""
+    key = ["shard_path", "start_row", "start_frame", "n_frames"]
+    if clips.duplicated(key).any():  # the same frames listed twice (e.g. as other people): one chain for all copies
+        unique = clips[key].drop_duplicates().reset_index(drop=True)
+        unique["reach"] = track_reach(unique)
+        return clips[key].merge(unique, on=key, how="left")["reach"].to_numpy()
     df = clips.reset_index(drop=True)
     reach = df["n_frames"].to_numpy().astype(np.int64).copy()
     order = df.sort_values(["shard_path", "start_row"]).index.to_numpy()
