@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 4 in one run (about 6 minutes on one H200): step rates of every method in the GPU profile
 # (resnet18, 112 px, 64 clips x 8 frames) and in the CPU profile, the profiler's top operators of a clp step, and
-# the whole `clpau pretrain` loop (Fabric, loader workers, checkpoints, dvclive) for STEPS steps with the colour
-# jitter on the trainer and then in the loader. Each part's output is a file in $OUT (default reports/gpu); a part
-# that fails is reported and the next one runs.
+# the whole `clpau pretrain` loop (Fabric, loader workers, checkpoints, dvclive) for STEPS steps with crop and colour
+# jitter on the trainer (the GPU default), with only the colour there, and with both in the loader. Each part's
+# output is a file in $OUT (default reports/gpu); a part that fails is reported and the next one runs. PARTS picks
+# parts (default all: bench bench_cpu_profile profile loop_crop loop_trainer loop_loader).
 #
 #   python bench/gpu_pack.py     # here, once: .gpu/ = a slice of data/clips/synth_pretrain (+ wheels, see there)
 #   bash bench/gpu.sh            # there, from the repo root (carry .gpu along)
@@ -18,6 +19,7 @@ ROUNDS=${ROUNDS:-5}
 BATCH=${BATCH:-64}
 SIZE=${SIZE:-112}
 PY=${PYTHON:-python3}
+PARTS=" ${PARTS:-bench bench_cpu_profile profile loop_crop loop_trainer loop_loader} "
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
 if [ -d .gpu/wheels ] && ! $PY -c "import dvclive, lightning_fabric, pydantic" 2>/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/clpau-site \
@@ -28,6 +30,7 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 failed=()
 part() {  # part NAME COMMAND...: run, keep its output in $OUT/NAME.txt, remember a failure
   local name=$1; shift
+  [[ "$PARTS" == *" $name "* ]] || return 0
   echo "== $name: $*"
   local t0=$SECONDS
   "$@" 2>&1 | tee "$OUT/$name.txt"
@@ -45,21 +48,24 @@ part bench_cpu_profile "$PY" bench/pretrain.py --device "$DEVICE" --no-loader --
 part profile "$PY" bench/pretrain.py "${gpu[@]}" --no-loader --rounds 1 --steps 16 --profile clp
 
 run=$(mktemp -d)
-for colour in trainer loader; do
-  mkdir -p "$run/$colour"
-  cat > "$run/$colour/params.yaml" <<EOF
+declare -A COLOUR=([crop]=trainer [trainer]=trainer [loader]=loader) CROP=([crop]=trainer [trainer]=loader [loader]=loader)
+for where in crop trainer loader; do
+  [[ "$PARTS" == *" loop_$where "* ]] || continue
+  mkdir -p "$run/$where"
+  cat > "$run/$where/params.yaml" <<EOF
 pretrain:
   data: [$PWD/.gpu/clips]
   backbone: resnet18
   image_size: $SIZE
   batch_clips: $BATCH
   num_workers: 8
-  colour_on: $colour
+  colour_on: ${COLOUR[$where]}
+  crop_on: ${CROP[$where]}
   max_steps: $STEPS
   log_every: 10
 EOF
-  pushd "$run/$colour" > /dev/null && part "loop_$colour" "$PY" -m clpau pretrain --quiet; popd > /dev/null
-  $PY - "$run/$colour/dvclive/pretrain" >> "$OUT/loop_$colour.txt" 2>&1 <<'EOF'
+  pushd "$run/$where" > /dev/null && part "loop_$where" "$PY" -m clpau pretrain --quiet; popd > /dev/null
+  $PY - "$run/$where/dvclive/pretrain" >> "$OUT/loop_$where.txt" 2>&1 <<'EOF'
 import csv, statistics, sys
 from pathlib import Path
 plots = Path(sys.argv[1]) / "plots" / "metrics"

@@ -33,7 +33,15 @@ from clpau.backbone import build_backbone
 from clpau.config import load_params
 from clpau.data import ClipDataset, finish_views
 from clpau.hardware import autocast_dtype, resolve_precision
-from clpau.pretrain import Supervised, adamw, build_model, colour_on_host, epoch_loader, reuse_freed_memory
+from clpau.pretrain import (
+    Supervised,
+    adamw,
+    build_model,
+    colour_on_host,
+    crop_on_host,
+    epoch_loader,
+    reuse_freed_memory,
+)
 
 
 def training_step(model, batch: dict, run: Callable, device: str, dtype=None) -> Callable[[], None]:
@@ -110,6 +118,9 @@ def main() -> None:
     ap.add_argument("--colour-on", choices=["loader", "trainer"], default=None,
                     help="where the loader's views get their colour jitter (params' colour_on; default as its auto: "
                          "the trainer with --device cuda, else the loader)")
+    ap.add_argument("--crop-on", choices=["loader", "trainer"], default=None,
+                    help="where the views are cropped and resized (params' crop_on; default as its auto: the trainer "
+                         "with --device cuda, else the loader); trainer takes the colour jitter there too")
     ap.add_argument("--workers", type=int, default=2, help="loader processes for the loader's second figure")
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16-mixed", "16-mixed", "32-true"],
                     help="autocast of the steps (default auto: as `clpau pretrain` picks it on this device)")
@@ -188,23 +199,36 @@ def main() -> None:
     if args.no_loader:
         return
     # the training run's dataset: same frame stride, per-frame jitter and seed
-    host = colour_on_host(args.colour_on or "auto", args.device)
+    crop_host = crop_on_host(args.crop_on or "auto", args.device)
+    host = colour_on_host(args.colour_on or "auto", args.device, "loader" if crop_host else "trainer")
     colour_on = "loader" if host else "trainer"
     ds = ClipDataset(p.data, clip_len=t, stride=p.frame_stride, size=s, seed=p.seed, frame_jitter=p.frame_jitter,
-                     colour_on_host=host)
+                     colour_on_host=host, crop_on_host=crop_host)
     batches = endless(ds, b, 0, p.cir_every)
     warm_up(lambda: next(batches))
     views = {k: v.to(args.device) for k, v in next(batches).items() if isinstance(v, torch.Tensor)}
-    print(f"  colour jitter on the {colour_on}: views of a batch as the loader sends them "
-          f"{sum(views[k].nbytes for k in ('view_q', 'view_k')) / 2**20:.1f} MiB")
+    crop_on = "loader" if crop_host else "trainer"
+    sent = ("view_q", "view_k") if crop_host else ("frames", "crop_q", "crop_k")
+    print(f"  crop on the {crop_on}, colour jitter on the {colour_on}: a batch as the loader sends it "
+          f"{sum(views[k].nbytes for k in sent) / 2**20:.1f} MiB")
     if colour_on == "trainer":  # what the training step then does first, on its device
-        colour = seconds(lambda: finish_views(views), args.steps, args.device)
-        print(f"  colour jitter on the trainer ({args.device}): {1e3 * colour:.2f} ms a batch, "
-              f"{colour * rates['clp'] / images:.0%} of a clp step")
+        finishes = {"eager": lambda: finish_views(views, s)}
+        if args.device == "cuda":  # what fusing its elementwise passes would be worth
+            compiled = torch.compile(finish_views, dynamic=False)
+            finishes["compiled"] = lambda: compiled(views, s)
+        for how, finish in finishes.items():
+            try:
+                warm_up(finish)
+                took = seconds(finish, args.steps, args.device)
+            except Exception as e:  # a compiler missing on the machine: report, and go on
+                print(f"  {how} finish: failed ({type(e).__name__}: {str(e)[:200]})")
+                continue
+            print(f"  {'crop and ' if not crop_host else ''}colour on the trainer ({args.device}, {how}): "
+                  f"{1e3 * took:.2f} ms a batch, {took * rates['clp'] / images:.0%} of a clp step")
     # in the training process (the CPU default): in each round, --steps clp steps and then --steps batches, so that
     # the two rates compared are taken seconds apart
     paired = []
-    clp = steps["clp"] if colour_on == "loader" else lambda: (finish_views(views), steps["clp"]())
+    clp = steps["clp"] if colour_on == "loader" else lambda: (finish_views(views, s), steps["clp"]())
     for _ in range(args.rounds):
         step = seconds(clp, args.steps, args.device)
         paired.append((step, seconds(lambda: next(batches), args.steps, "cpu")))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -125,6 +126,32 @@ def test_views_coloured_on_the_trainer_are_those_the_loader_colours(synth_clips)
         assert finish_views(want)[0] is want["view_q"]  # coloured by the loader: passed on as it is
         if augment:  # the batch held views with and without the blur, so both of its branches were compared
             assert 0 < int((got["colour_q"][:, 13] > 0).sum()) < 20
+
+
+def test_views_cropped_on_the_trainer_are_close_to_those_the_loader_crops(synth_clips):
+    # crop_on: trainer — the loader sends each clip's frames once with both views' crop boxes and colour draws;
+    # `finish_views` crops by bilinear sampling on the batch's device. Same draws; the loader's resize rounds to
+    # uint8 and replicates the crop's edge where the sampler reads the pixels beyond it, so close, not equal.
+    from clpau.data import finish_views
+
+    indices = list(range(20))
+    for size, mean_within in ((112, 0.005), (56, 0.02)):  # the crops' own scale (S0 = 112), and shrunk 1.7-2x
+        host = ClipDataset([synth_clips], clip_len=4, size=size, frame_jitter=0.03)
+        frames = ClipDataset([synth_clips], clip_len=4, size=size, frame_jitter=0.03, colour_on_host=False,
+                             crop_on_host=False)
+        for ds in (host, frames):
+            ds.set_epoch(1)
+        want, got = host.__getitems__(indices), frames.__getitems__(indices)
+        assert "view_q" not in got and got["frames"].shape == (20, 4, 112, 112, 3)
+        assert got["crop_q"].shape == (20, 4, 3) and not torch.equal(got["crop_q"], got["crop_k"])
+        for key, view in zip(("view_q", "view_k"), finish_views(got, size), strict=True):
+            assert view.shape == want[key].shape
+            inner = (view - want[key]).abs()[..., 2:-2, 2:-2]
+            assert float(inner.mean()) < mean_within, (size, key, float(inner.mean()))
+            if size == 112:  # 1:1 or enlarged: only the loader's rounding to uint8, times the colour's gain
+                assert float(inner.max()) < 0.05
+    with pytest.raises(ValueError, match="colour jitter there too"):
+        ClipDataset([synth_clips], clip_len=4, size=32, crop_on_host=False)
 
 
 def test_track_reach_follows_overlapping_clips_of_one_track_and_stops_at_a_cut():

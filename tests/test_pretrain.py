@@ -325,16 +325,21 @@ def test_freed_step_memory_is_reused_instead_of_faulted_back_in():
 def test_views_coloured_on_the_trainer_train_like_views_coloured_by_the_loader(synth_clips, tmp_path):
     # colour_on: trainer (a GPU's default) on this CPU: the same steps on views equal up to float rounding, and a
     # checkpoint of one resumes in the other (where the colour is applied is not part of what a run depends on)
+    # crop_on: trainer too: views close to the loader's (test_data), so the same run within a looser bound
     runs = {}
-    for where in ("loader", "trainer"):
-        p = _params(tmp_path / where, synth_clips, method="tcl", colour_on=where)
-        assert fingerprint(p) == fingerprint(p.model_copy(update={"colour_on": "auto"}))
+    for where, crop in (("loader", "loader"), ("trainer", "loader"), ("crop", "trainer")):
+        p = _params(tmp_path / where, synth_clips, method="tcl", colour_on="auto" if crop == "trainer" else where,
+                    crop_on=crop)
+        assert fingerprint(p) == fingerprint(p.model_copy(update={"colour_on": "auto", "crop_on": "auto"}))
         run_pretrain(p, progress=False, log=lambda *_: None)
         runs[where] = load_encoder(p.out_dir / "encoder.pt")[0].state_dict()
         runs[where + "_loss"] = json.loads((p.live_dir / "metrics.json").read_text())["train"]["loss"]
     assert runs["loader_loss"] == pytest.approx(runs["trainer_loss"], rel=1e-2)
+    assert runs["loader_loss"] == pytest.approx(runs["crop_loss"], rel=5e-2)
     for name, w in runs["loader"].items():
         assert torch.allclose(w.float(), runs["trainer"][name].float(), atol=1e-2), name
+    with pytest.raises(ValueError, match="crop_on: trainer needs colour_on"):
+        _params(tmp_path / "bad", synth_clips, method="tcl", colour_on="loader", crop_on="trainer")
 
 
 def test_the_same_encoder_is_written_as_the_same_bytes(tmp_path):

@@ -153,6 +153,10 @@ class PretrainParams(_Section):
         "auto", description="where the views' colour jitter runs: in the loader (float batches), or on the trainer's "
                             "device from uint8 crops (half the loader's work, a quarter of the bytes to copy); auto: "
                             "the trainer on a GPU, the loader on a CPU")
+    crop_on: Literal["auto", "loader", "trainer"] = Field(
+        "auto", description="where the views' crop and resize run: in the loader, or on the trainer's device from "
+                            "each clip's frames, sent once for both views (bilinear sampling; needs the colour jitter "
+                            "there too); auto: the trainer on a GPU, the loader on a CPU")
     ckpt_every: int = Field(100, ge=1)
     log_every: int = Field(10, ge=1)
     seed: int = 0
@@ -200,6 +204,8 @@ class PretrainParams(_Section):
         if self.tcl_variant == "time_contrast" and not self.pos_window < self.neg_window < self.clip_len:
             raise ValueError(f"time_contrast needs pos_window < neg_window < clip_len (a clip must hold a negative), "
                              f"got {self.pos_window}, {self.neg_window}, {self.clip_len}")
+        if self.crop_on == "trainer" and self.colour_on == "loader":
+            raise ValueError("crop_on: trainer needs colour_on trainer or auto (the colour jitter comes after the crop)")
         return self
 
 

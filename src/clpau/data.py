@@ -122,11 +122,14 @@ class ClipDataset(_ShardDataset):
 
     def __init__(self, roots: list[Path | str], clip_len: int = 8, stride: int = 1, size: int = 64,
                  augment: bool = True, seed: int = 0, frame_jitter: float = 0.0, colour_on_host: bool = True,
-                 motion: bool = False):
+                 motion: bool = False, crop_on_host: bool = True):
+        if colour_on_host and not crop_on_host:
+            raise ValueError("the crop on the trainer needs the colour jitter there too (it comes after the crop)")
         self.span = (clip_len - 1) * stride + 1
         self.clips = load_clips(roots, self.span)
         self.clip_len, self.stride, self.size, self.augment, self.seed = clip_len, stride, size, augment, seed
         self.frame_jitter, self.colour_on_host, self.motion = frame_jitter, colour_on_host, motion
+        self.crop_on_host = crop_on_host
         self._landmarks: dict[str, np.ndarray] = {}
         ids = sorted(self.clips["identity"].unique())
         self.identity_index = {name: i for i, name in enumerate(ids)}
@@ -155,7 +158,12 @@ class ClipDataset(_ShardDataset):
         b, t, s = len(indices), self.clip_len, self.size
         views = ("view_q", "view_k")
         host = self.colour_on_host
-        out = {key: _batch_tensor(b, t, 3, s, s, dtype=torch.float32 if host else torch.uint8) for key in views}
+        if self.crop_on_host:
+            out = {key: _batch_tensor(b, t, 3, s, s, dtype=torch.float32 if host else torch.uint8) for key in views}
+        else:  # each clip's frames once, for both views; their crops as boxes
+            s0 = self._shard(self.shard_path[indices[0]]).shape[1]
+            out = {"frames": _batch_tensor(b, t, s0, s0, 3, dtype=torch.uint8)}
+            out |= {CROP_KEYS[key]: _batch_tensor(b, t, 3) for key in views}
         if not host:
             out |= {COLOUR_KEYS[key]: _batch_tensor(b, COLOUR_PARAMS) for key in views}
         if self.motion:
@@ -166,8 +174,16 @@ class ClipDataset(_ShardDataset):
             clip = self.frames(i, offset)
             if self.motion:
                 out["motion"][n] = torch.from_numpy(landmark_motion(self.clip_landmarks(i, offset)))
+            if not self.crop_on_host:
+                out["frames"][n].numpy()[...] = clip  # one copy, memory map -> the batch
             for key in views:  # each its own augmentation
-                if host:
+                if not self.crop_on_host:  # the same draws in the same order as below
+                    boxes = draw_crop(rng, clip.shape[1], len(clip), self.augment, self.frame_jitter)
+                    out[CROP_KEYS[key]][n] = torch.from_numpy(
+                        whole_frame(clip.shape[1], len(clip)) if boxes is None else boxes.astype(np.float32))
+                    out[COLOUR_KEYS[key]][n] = torch.from_numpy(
+                        draw_colour(rng if self.augment else None, scale=1 / 255, mean=MEAN, std=STD))
+                elif host:
                     augment_view(clip, rng, s, self.augment, self.frame_jitter, out=out[key][n])
                 else:  # the same draws in the same order: the same views as colour_on_host gives, up to rounding
                     out[key][n] = crop_resize(clip, rng, s, self.augment, self.frame_jitter)
@@ -228,23 +244,38 @@ def augment_view(frames: np.ndarray, rng: np.random.Generator | None, size: int,
     return torch.mul(x, 1 / (255 * STD), out=x if out is None else out).sub_(MEAN / STD)
 
 
+def draw_crop(rng: np.random.Generator | None, s0: int, n: int, augment: bool,
+              frame_jitter: float = 0.0) -> np.ndarray | None:
+    """The geometric half of an augmentation, drawn: one scale/translation crop of side 0.85–1 × S0 for all n
+    frames, each frame moved by its own up to ±frame_jitter·S0 px -> (n, 3) int (top, left, side) in pixels of
+    the S0 x S0 frame, or None when the frames stay whole (no augmentation)."""
+    if not augment:
+        return None
+    scale = rng.uniform(0.85, 1.0)
+    side = max(8, int(round(s0 * scale)))
+    top = int(rng.integers(0, s0 - side + 1))
+    left = int(rng.integers(0, s0 - side + 1))
+    j = int(round(frame_jitter * s0))
+    if j and n > 1:
+        dy = np.clip(top + rng.integers(-j, j + 1, n), 0, s0 - side)
+        dx = np.clip(left + rng.integers(-j, j + 1, n), 0, s0 - side)
+    else:
+        dy, dx = np.full(n, top), np.full(n, left)
+    return np.stack([dy, dx, np.full(n, side)], axis=1)
+
+
 def crop_resize(frames: np.ndarray, rng: np.random.Generator | None, size: int, augment: bool,
                 frame_jitter: float = 0.0) -> torch.Tensor:
-    """The geometric half of an augmentation: one scale/translation crop for all of `frames` (N, S0, S0, 3) uint8,
-    each frame moved by its own up to ±frame_jitter·S0 px, resized to (N, 3, size, size) uint8 (channels_last)."""
-    s0 = frames.shape[1]
-    if augment:
-        scale = rng.uniform(0.85, 1.0)
-        side = max(8, int(round(s0 * scale)))
-        top = int(rng.integers(0, s0 - side + 1))
-        left = int(rng.integers(0, s0 - side + 1))
-        j = int(round(frame_jitter * s0))
-        if j and len(frames) > 1:
-            dy = np.clip(top + rng.integers(-j, j + 1, len(frames)), 0, s0 - side)
-            dx = np.clip(left + rng.integers(-j, j + 1, len(frames)), 0, s0 - side)
+    """The geometric half of an augmentation (`draw_crop`) applied to `frames` (N, S0, S0, 3) uint8 -> (N, 3, size,
+    size) uint8 (channels_last), resized with antialiasing."""
+    boxes = draw_crop(rng, frames.shape[1], len(frames), augment, frame_jitter)
+    if boxes is not None:
+        side = int(boxes[0, 2])
+        if (boxes[:, :2] != boxes[0, :2]).any():
             # cropped in numpy: a slice there costs a fraction of a torch call's overhead
-            frames = np.stack([f[a: a + side, b: b + side] for f, a, b in zip(frames, dy, dx, strict=True)])
+            frames = np.stack([f[a: a + side, b: b + side] for f, (a, b, _) in zip(frames, boxes, strict=True)])
         else:
+            top, left = int(boxes[0, 0]), int(boxes[0, 1])
             frames = frames[:, top: top + side, left: left + side]
     # (N, H, W, 3) seen as (N, 3, H, W) is the channels_last layout: the uint8 resize then takes torch's SIMD
     # antialiasing path, 5x faster than on floats. (A copy only where numpy must make one: a read-only memory map
@@ -260,6 +291,33 @@ _EYE = np.eye(3)
 
 COLOUR_PARAMS = 14  # a view's colour jitter: its 3x3 matrix, 3 weights of the frame mean, an offset, the blur coin
 COLOUR_KEYS = {"view_q": "colour_q", "view_k": "colour_k"}
+CROP_KEYS = {"view_q": "crop_q", "view_k": "crop_k"}
+
+
+def whole_frame(s0: int, n: int) -> np.ndarray:
+    """(n, 3) crop boxes (top, left, side) of whole S0 x S0 frames."""
+    return np.tile(np.array([0, 0, s0], np.float32), (n, 1))
+
+
+def crop_on_device(frames: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """`crop_resize` on the trainer's device, for a batch: frames (B, T, S0, S0, 3) uint8 and each frame's box
+    (B, T, 3) (top, left, side in pixels, `draw_crop`) -> (B, T, 3, size, size) float in 0–255, by bilinear sampling
+    at F.interpolate's pixel centres (align_corners False). Where the crops shrink, they are sampled k times finer
+    (k = ceil(S0 / size)) and averaged k x k, in place of interpolate's antialiasing."""
+    b, t, s0 = frames.shape[:3]
+    n, k = b * t, max(1, -(-s0 // size))
+    x = frames.reshape(n, s0, s0, 3).permute(0, 3, 1, 2).float()
+    boxes = boxes.reshape(n, 3).to(x.dtype)
+    # output coordinate u in [-1, 1] -> input (2·(left + (u + 1)/2·side))/S0 − 1
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = boxes[:, 2] / s0
+    theta[:, 0, 2] = (2 * boxes[:, 1] + boxes[:, 2]) / s0 - 1
+    theta[:, 1, 2] = (2 * boxes[:, 0] + boxes[:, 2]) / s0 - 1
+    grid = F.affine_grid(theta, [n, 3, k * size, k * size], align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if k > 1:
+        out = F.avg_pool2d(out, k)
+    return out.reshape(b, t, 3, size, size)
 
 
 def colour_jitter(x: torch.Tensor, rng: np.random.Generator, scale: float = 1.0, mean: float = 0.0,
@@ -329,12 +387,18 @@ def apply_colour(x: torch.Tensor, params: torch.Tensor | np.ndarray, mean: float
     return out.clamp_(-mean / std, (1 - mean) / std)
 
 
-def finish_views(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def finish_views(batch: dict, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A training batch's two views as normalised float: as they come when the loader coloured them, else
-    coloured here, on the batch's device, from the loader's uint8 crops and colour draws (`colour_on_host`)."""
+    coloured here, on the batch's device, from the loader's uint8 crops and colour draws (`colour_on_host`) — or
+    first cropped here from the clip's frames (`crop_on_host` False; `size` the views' side)."""
     if "colour_q" not in batch:
         return batch["view_q"], batch["view_k"]
-    q, k = (apply_colour(batch[key], batch[COLOUR_KEYS[key]], MEAN, STD) for key in ("view_q", "view_k"))
+    if "frames" in batch:
+        views = {key: crop_on_device(batch["frames"], batch[CROP_KEYS[key]], size or batch["frames"].shape[2])
+                 for key in ("view_q", "view_k")}
+    else:
+        views = batch
+    q, k = (apply_colour(views[key], batch[COLOUR_KEYS[key]], MEAN, STD) for key in ("view_q", "view_k"))
     return q, k
 
 

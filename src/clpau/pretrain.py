@@ -100,10 +100,17 @@ LOGGED_TERMS = ("loss", "nce", "rank", "self", "swap", "cycle", "id", "queue_fil
 TRAINING_CODE = ("pretrain.py", "clp.py", "simclr.py", "time_contrast.py", "data.py", "backbone.py")
 
 
-def colour_on_host(colour_on: str, device_type: str) -> bool:
+def colour_on_host(colour_on: str, device_type: str, crop_on: str = "loader") -> bool:
     """Whether the loader applies the views' colour jitter (`colour_on`; auto: on a CPU, where the trainer's batched
-    pass costs what it saves the loader) rather than the trainer's device."""
+    pass costs what it saves the loader) rather than the trainer's device; never where the crop is the trainer's."""
+    if not crop_on_host(crop_on, device_type):
+        return False
     return colour_on == "loader" or (colour_on == "auto" and device_type == "cpu")
+
+
+def crop_on_host(crop_on: str, device_type: str) -> bool:
+    """Whether the loader crops and resizes the views (`crop_on`; auto: on a CPU) rather than the trainer's device."""
+    return crop_on == "loader" or (crop_on == "auto" and device_type == "cpu")
 
 
 def fingerprint(p: PretrainParams, bench: BenchmarkParams | None = None) -> str:
@@ -112,7 +119,7 @@ def fingerprint(p: PretrainParams, bench: BenchmarkParams | None = None) -> str:
     this machine), the training code and the data's clip tables — when any of them changes DVC reruns the stage,
     and an old checkpoint must not stand in for the new run."""
     relevant = p.model_dump(mode="json", exclude={"num_workers", "log_every", "ckpt_every", "out_dir", "live_dir",
-                                                  "compile_keys", "colour_on"})
+                                                  "compile_keys", "colour_on", "crop_on"})
     # the precision the run trains in, not the word `auto`: a finished fp32 run of an AVX2 machine must not stand in
     # for this machine's bf16 run (the checkpoint folder persists across `dvc repro --force`)
     relevant["precision"] = resolve_precision(p.precision, device_type(p.accelerator))[0]
@@ -347,7 +354,8 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
     frame_method = p.method in FRAME_METHODS
     dataset = ClipDataset(p.data, clip_len=1 if frame_method else p.clip_len, stride=p.frame_stride,
                           size=p.image_size, seed=p.seed, frame_jitter=p.frame_jitter,
-                          colour_on_host=colour_on_host(p.colour_on, fabric.device.type),
+                          colour_on_host=colour_on_host(p.colour_on, fabric.device.type, p.crop_on),
+                          crop_on_host=crop_on_host(p.crop_on, fabric.device.type),
                           motion=p.margin_by == "motion" and not frame_method)
     batch = p.batch_clips * p.clip_len if frame_method else p.batch_clips
 
@@ -355,7 +363,7 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
         # CIR's frames of other people, loaded only when the step runs CIR (clp: 1 in cir_every)
         def others():
             return fabric.to_device(dataset.others(b["index"]))
-        view_q, view_k = finish_views(b)  # coloured here when the loader left it to the trainer
+        view_q, view_k = finish_views(b, p.image_size)  # cropped/coloured here when the loader left it
         extra = {"motion": b["motion"]} if "motion" in b else {}
         return m(view_q, view_k, b["clip_id"], others, b["identity"], **extra)
 
