@@ -21,7 +21,6 @@ people that CIR swaps in) is paired the same way with clp steps: a round is `--s
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -245,16 +244,12 @@ def main() -> None:
 
 
 def endless(dataset: ClipDataset, batch: int, workers: int, cir_every: int):
-    """Training batches, epoch after epoch, as the training loop draws them: every `cir_every`-th with the frames of
-    other people that a CIR step loads in the training process."""
-    n = 0
-    for epoch in itertools.count():
-        dataset.set_epoch(epoch)
-        for views in epoch_loader(dataset, batch, workers, seed=0, epoch=epoch):
-            if n % cir_every == 0:
-                views["other"] = dataset.others(views["index"])
-            n += 1
-            yield views
+    """Training batches as the training loop draws them, from one loader across epochs: every `cir_every`-th with
+    the frames of other people that a CIR step loads in the training process."""
+    for n, views in enumerate(epoch_loader(dataset, batch, workers, seed=0, count=10**9)):
+        if n % cir_every == 0:
+            views["other"] = dataset.others(views["index"], views["epoch"])
+        yield views
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def test_a_loaded_batch_holds_each_clip_where_its_own_item_would(synth_clips):
 
     ds = ClipDataset([synth_clips], clip_len=4, size=32, frame_jitter=0.03)
     ds.set_epoch(2)
-    batch = next(iter(epoch_loader(ds, 5, 0, seed=1)))
+    batch = next(iter(epoch_loader(ds, 5, 0, seed=1, epoch=2)))  # the batch carries its epoch: items follow set_epoch
     assert batch["view_q"].shape == (5, 4, 3, 32, 32)
     assert len(set(batch["clip_id"].tolist())) == 5 and batch["index"] == batch["clip_id"].tolist()
     for n, i in enumerate(batch["clip_id"].tolist()):

@@ -246,8 +246,9 @@ def test_checkpoint_of_other_data_is_not_resumed(synth_clips, tmp_path):
 
 
 def test_loader_workers_follow_the_epoch(synth_clips):
-    """Each epoch brings new crops and frame offsets, with loader processes as without them. (Persistent workers
-    kept their own copy of the dataset and replayed the first epoch forever.)"""
+    """Each epoch brings new crops and frame offsets, with loader processes as without them, and with one loader
+    across epochs as with one per epoch. (Persistent workers once kept their own copy of the dataset and replayed
+    the first epoch forever: now each batch carries its epoch.)"""
     from clpau.pretrain import epoch_loader
 
     def views(workers: int) -> list[dict[int, torch.Tensor]]:
@@ -259,11 +260,24 @@ def test_loader_workers_follow_the_epoch(synth_clips):
             epochs.append({int(i): v for b in loader for i, v in zip(b["clip_id"], b["view_q"], strict=True)})
         return epochs
 
+    def one_loader(workers: int) -> list[dict[int, torch.Tensor]]:
+        # as the training loop loads: one loader (and one set of workers) for the whole run, from mid-epoch 0 on,
+        # each batch carrying its epoch; set_epoch is never called
+        ds = ClipDataset([synth_clips], clip_len=4, size=32, seed=0)
+        epochs = [{}, {}, {}]
+        for b in epoch_loader(ds, 4, workers, seed=0, epoch=0, skip=1, count=2 * per_epoch - 1):
+            epochs[b["epoch"]].update({int(i): v for i, v in zip(b["clip_id"], b["view_q"], strict=True)})
+        return epochs[:2]
+
     inline, workers = views(0), views(2)
     for a, b in zip(inline, workers, strict=True):
         assert a.keys() == b.keys() and all(torch.equal(a[i], b[i]) for i in a)
     first, second = workers
     assert not any(torch.equal(first[i], second[i]) for i in first.keys() & second.keys())
+    per_epoch = len(first) // 4
+    run = one_loader(2)
+    assert run[1].keys() == second.keys() and all(torch.equal(run[1][i], second[i]) for i in second)
+    assert run[0].keys() < first.keys() and all(torch.equal(run[0][i], first[i]) for i in run[0])  # skipped one
 
 
 class _RecordingClips:

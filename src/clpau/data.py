@@ -147,7 +147,7 @@ class ClipDataset(_ShardDataset):
         return self._shard(self.shard_path[i])[start: start + self.span: self.stride]
 
     def __getitem__(self, i: int) -> dict:
-        return {k: v[0] for k, v in self.__getitems__([i]).items()}
+        return {k: v if k == "epoch" else v[0] for k, v in self.__getitems__([i]).items()}
 
     def __getitems__(self, indices: list[int]) -> dict:
         """A whole batch (the DataLoader calls this instead of __getitem__ per clip, see `collate`): each view is
@@ -156,6 +156,7 @@ class ClipDataset(_ShardDataset):
         With `colour_on_host` False the views stay uint8 crops, each with its colour jitter's draw in
         "colour_q"/"colour_k" (`draw_colour`), for `finish_views` to apply on the trainer's device."""
         b, t, s = len(indices), self.clip_len, self.size
+        epoch = getattr(indices, "epoch", self._epoch)  # an EpochBatch says which epoch it belongs to
         views = ("view_q", "view_k")
         host = self.colour_on_host
         if self.crop_on_host:
@@ -169,7 +170,7 @@ class ClipDataset(_ShardDataset):
         if self.motion:
             out["motion"] = torch.empty(b, t, t)
         for n, i in enumerate(indices):
-            rng = np.random.default_rng((self.seed, self._epoch, i))
+            rng = np.random.default_rng((self.seed, epoch, i))
             offset = int(rng.integers(0, self.n_frames[i] - self.span + 1)) if self.augment else 0
             clip = self.frames(i, offset)
             if self.motion:
@@ -192,7 +193,7 @@ class ClipDataset(_ShardDataset):
         # the indices also as a list, which stays on the host when Fabric moves the batch to a GPU: `others` needs
         # them there, and reading `clip_id` back from the device would stall the launched kernels
         return {**out, "clip_id": torch.as_tensor(indices), "identity": torch.from_numpy(self.identity[indices]),
-                "index": list(indices)}
+                "index": list(indices), "epoch": epoch}
 
     def clip_landmarks(self, i: int, offset: int = 0) -> np.ndarray:
         """(T, 68, 2) crop-space landmarks of the frames `frames(i, offset)` returns."""
@@ -202,15 +203,15 @@ class ClipDataset(_ShardDataset):
         start = self.start_row[i] + offset
         return self._landmarks[path][start: start + self.span: self.stride]
 
-    def others(self, indices: list[int]) -> torch.Tensor:
+    def others(self, indices: list[int], epoch: int | None = None) -> torch.Tensor:
         """(B, 3, S, S): for each clip i, an augmented frame of someone else — what cross-identity reconstruction
-        swaps in. Drawn from the clip's own random stream for this epoch (so a rerun, or a resumed run, swaps the
+        swaps in. Drawn from the clip's own random stream for `epoch` (default: set_epoch's; so a rerun, or a resumed run, swaps the
         same partners), apart from the views' stream: asking for them or not leaves the views as they are. Only
         the steps that run CIR ask (1 in `cir_every`): made with every batch, they were a third of the views the
         loader made, nearly all unused (without them 12,040 -> 14,150 frames/s in the training process)."""
         out = torch.empty(len(indices), 1, 3, self.size, self.size)
         for n, i in enumerate(indices):
-            rng = np.random.default_rng((self.seed, self._epoch, i, 1))
+            rng = np.random.default_rng((self.seed, self._epoch if epoch is None else epoch, i, 1))
             j = int(rng.integers(len(self)))
             while self.identity[j] == self.identity[i] and len(self.identity_index) > 1:
                 j = int(rng.integers(len(self)))
@@ -427,8 +428,13 @@ class LabelledFrames(_ShardDataset):
     def __len__(self) -> int:
         return len(self.row)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int, epoch: int | None = None) -> dict:
         frame = self._shard(self.shard[i])[self.row[i]: self.row[i] + 1]
-        rng = np.random.default_rng((self.seed, self._epoch, i))
+        rng = np.random.default_rng((self.seed, self._epoch if epoch is None else epoch, i))
         return {"image": augment_view(frame, rng, self.size, self.augment)[0],
                 "labels": torch.from_numpy(self.labels[i])}
+
+    def __getitems__(self, indices: list[int]) -> dict:
+        """A batch, augmented as its epoch says (an EpochBatch's, else `set_epoch`'s)."""
+        epoch = getattr(indices, "epoch", self._epoch)
+        return default_collate([self.__getitem__(i, epoch) for i in indices])

@@ -84,16 +84,54 @@ def batches_per_epoch(n: int, batch: int, world_size: int = 1) -> int:
     return n // batch // world_size
 
 
+class EpochBatch(list):
+    """A batch's indices and the epoch they were drawn for. A dataset's `__getitems__` augments them as that epoch
+    says (ClipDataset), so one loader, and its worker processes, can serve many epochs: `set_epoch` reaches only
+    the process it is called in."""
+
+    def __init__(self, indices, epoch: int):
+        super().__init__(indices)
+        self.epoch = epoch
+
+    def __reduce__(self):  # to the loader's workers, with its epoch
+        return EpochBatch, (list(self), self.epoch)
+
+
+class RunBatches:
+    """The batch sampler of a run: `count` batches from batch `skip` of epoch `epoch` on, epoch after epoch
+    (`epoch_batches`), each an EpochBatch."""
+
+    def __init__(self, n: int, batch: int, seed: int, epoch: int, skip: int, count: int, rank: int = 0,
+                 world_size: int = 1):
+        self.args, self.start, self.count = (n, batch, seed, rank, world_size), (epoch, skip), count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        n, batch, seed, rank, world_size = self.args
+        epoch, skip = self.start
+        left = self.count
+        while left > 0:
+            for indices in epoch_batches(n, batch, seed, epoch, rank, world_size)[skip:][:left]:
+                yield EpochBatch(indices, epoch)
+                left -= 1
+            epoch, skip = epoch + 1, 0
+
+
 def epoch_loader(dataset, batch: int, num_workers: int, seed: int, epoch: int = 0, skip: int = 0, rank: int = 0,
-                 world_size: int = 1) -> DataLoader:
-    """Epoch `epoch`'s batches (`epoch_batches`) from the `skip`-th on, augmented as `dataset.set_epoch` says. A
-    loader serves one epoch, and its workers with it (never persistent): each holds its own copy of the dataset,
-    and a persistent one would never see set_epoch — every epoch would replay the first one's crops and frame
-    offsets."""
-    batches = epoch_batches(len(dataset), batch, seed, epoch, rank, world_size)[skip:]
+                 world_size: int = 1, count: int | None = None) -> DataLoader:
+    """Batches (`epoch_batches`) from batch `skip` of epoch `epoch` on: the rest of that epoch, or `count` batches
+    across as many epochs as they take. One loader for a whole run: restarting the worker processes at every epoch
+    cost the GPU loop up to a third of its time where an epoch is a few dozen batches. A dataset with
+    `__getitems__` takes each batch's epoch from it (EpochBatch); one without augments as `set_epoch` says, so give
+    it one epoch at a time (count None)."""
+    per_epoch = batches_per_epoch(len(dataset), batch, world_size)
+    batches = RunBatches(len(dataset), batch, seed, epoch, skip, per_epoch - skip if count is None else count,
+                         rank, world_size)
     # pinned host memory: Fabric copies batches to a GPU with non_blocking=True, which only overlaps from pinned pages
     return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
-                      persistent_workers=False, pin_memory=torch.cuda.is_available())
+                      pin_memory=torch.cuda.is_available())
 
 
 LOGGED_TERMS = ("loss", "nce", "rank", "self", "swap", "cycle", "id", "queue_fill")
@@ -269,12 +307,13 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
     # the latest value of each loss term: CIR's terms exist only on every cir_every-th step, which need not be a
     # logging step (cir_every 16, log_every 10: every 80th step only)
     latest: dict[str, torch.Tensor] = {}
-    while step < p.max_steps:
+    if step < p.max_steps:
         # where the step count says: a resumed run goes on with the batch the killed one would have drawn next
         epoch, skip = divmod(step, per_epoch)
         dataset.set_epoch(epoch)
         loader = fabric.setup_dataloaders(
-            epoch_loader(dataset, batch, p.num_workers, p.seed, epoch, skip, fabric.global_rank, fabric.world_size),
+            epoch_loader(dataset, batch, p.num_workers, p.seed, epoch, skip, fabric.global_rank, fabric.world_size,
+                         count=p.max_steps - step),
             use_distributed_sampler=False)  # the batches are dealt out to the processes already
         t_ready = time.perf_counter()  # the step is ready for its next batch
         for batch_data in loader:
@@ -362,7 +401,7 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
     def step_fn(m, b):
         # CIR's frames of other people, loaded only when the step runs CIR (clp: 1 in cir_every)
         def others():
-            return fabric.to_device(dataset.others(b["index"]))
+            return fabric.to_device(dataset.others(b["index"], b["epoch"]))
         view_q, view_k = finish_views(b, p.image_size)  # cropped/coloured here when the loader left it
         extra = {"motion": b["motion"]} if "motion" in b else {}
         return m(view_q, view_k, b["clip_id"], others, b["identity"], **extra)
