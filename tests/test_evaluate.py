@@ -197,3 +197,11 @@ def test_compare_keeps_readings_of_one_method_apart_by_run_name():
     # grouped by its method
     assert [(r["method"], r["seed"], r["metrics"]["f1_mean"]) for r in rows] == [
         ("moco", 0, 0.7), ("clp", 0, 0.4), ("clp-8x4", 0, 0.5), ("clp-8x4", 1, 0.6)]
+    # --only: those readings, in that order; a name without an evaluation says which there are
+    from clpau.compare import select
+
+    assert [(r["method"], r["seed"]) for r in select(rows, ["clp-8x4", "moco"])] == [
+        ("clp-8x4", 0), ("clp-8x4", 1), ("moco", 0)]
+    assert select(rows, None) == rows
+    with pytest.raises(RuntimeError, match=r"no evaluation of simclr \(there are: moco, clp, clp-8x4\)"):
+        select(rows, ["simclr", "moco"])

@@ -137,7 +137,7 @@ def _compare(args, params) -> int:
     from .compare import run_compare
 
     try:
-        text = run_compare(args.out)
+        text = run_compare(args.out, only=args.only)
     except RuntimeError as err:
         print(f"clpau compare: error: {err}", file=sys.stderr)
         return 1
@@ -244,10 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     cp = sub.add_parser("compare", help="one table of the DVC experiments' evaluations (after `make compare`)",
-                        description="Read `dvc exp show --json` and write one markdown table: per method the newest "
-                                    "experiment's mean F1 ± std over folds, F1 per fold, label efficiency, identity "
-                                    "leakage, the share of the random->supervised gap closed, and F1 per AU.")
+                        description="Read `dvc exp show --json` and write one markdown table and a picture beside "
+                                    "it: per method, or per reading where runs are named cmp-<reading>-s<seed> "
+                                    "(bench/clp_study.sh), mean ± std over pretraining seeds of F1 and of the "
+                                    "person-independence figures, identity leakage, label efficiency, the share of "
+                                    "the random->supervised gap closed, F1 per AU, and every run's F1 per fold. The "
+                                    "newest evaluation of each (method, seed) counts; running experiments are left "
+                                    "out.")
     cp.add_argument("--out", type=Path, default=Path("reports/compare.md"), help="default: %(default)s")
+    cp.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                    help="these methods or readings only, in this order (e.g. simclr moco clp-online-8x4)")
 
     va = sub.add_parser("validate", help="Great Expectations quality gate over an extract output",
                         description="Check videos.parquet and clips.parquet of DIR against the thresholds in "

@@ -148,11 +148,23 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def run_compare(out: Path, dvc: str = "dvc") -> str:
+def select(rows: list[dict], only: list[str] | None) -> list[dict]:
+    """The rows of the methods (or readings) named in `only`, in that order; all of them when None. A name with
+    no evaluation is an error that lists the names there are."""
+    if not only:
+        return rows
+    have = list(dict.fromkeys(r["method"] for r in rows))
+    missing = [m for m in only if m not in have]
+    if missing:
+        raise RuntimeError(f"no evaluation of {', '.join(missing)} (there are: {', '.join(have) or 'none'})")
+    return sorted((r for r in rows if r["method"] in only), key=lambda r: (only.index(r["method"]), r["seed"]))
+
+
+def run_compare(out: Path, dvc: str = "dvc", only: list[str] | None = None) -> str:
     proc = subprocess.run([dvc, "exp", "show", "--json", "--all-commits"], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"`dvc exp show --json` failed: {proc.stderr.strip()[-500:]}")
-    rows = latest_per_seed(collect(json.loads(proc.stdout)))
+    rows = select(latest_per_seed(collect(json.loads(proc.stdout))), only)
     text = to_markdown(rows)
     write_text(out, text)
     if rows:

@@ -103,8 +103,9 @@ def timeline_plot(path: Path, timestamps: np.ndarray, proba: np.ndarray, face: n
 def compare_plot(path: Path, summary: list[dict]) -> None:
     """The comparison at a glance: per method, mean F1 ± std over seeds; the person-independence figures; the
     label-efficiency curve. `summary`: compare.summarise's rows."""
-    plt, (fig, axes) = _figure(1, 3, figsize=(13, 3.8))
     methods = [s["method"] for s in summary]
+    many = len(methods) > 4  # long reading names: slanted, and a wider figure
+    plt, (fig, axes) = _figure(1, 3, figsize=(13 + 0.6 * max(0, len(methods) - 4), 4.4 if many else 3.8))
     x = np.arange(len(methods))
 
     def pair(s, key):
@@ -136,5 +137,8 @@ def compare_plot(path: Path, summary: list[dict]) -> None:
     axes[2].set(xscale="log", xlabel="% of the training folds' labelled frames", ylabel="mean F1", ylim=(0, 1),
                 title="label efficiency")
     axes[2].legend(fontsize=7)
+    if many:
+        for ax in axes[:2]:
+            plt.setp(ax.get_xticklabels(), rotation=35, ha="right", fontsize=8)
     fig.tight_layout()
     _save(plt, fig, path)
