@@ -178,17 +178,16 @@ class ClipDataset(_ShardDataset):
             if not self.crop_on_host:
                 out["frames"][n].numpy()[...] = clip  # one copy, memory map -> the batch
             for key in views:  # each its own augmentation
-                if not self.crop_on_host:  # the same draws in the same order as below
-                    boxes = draw_crop(rng, clip.shape[1], len(clip), self.augment, self.frame_jitter)
-                    out[CROP_KEYS[key]][n] = torch.from_numpy(
-                        whole_frame(clip.shape[1], len(clip)) if boxes is None else boxes.astype(np.float32))
-                    out[COLOUR_KEYS[key]][n] = torch.from_numpy(
-                        draw_colour(rng if self.augment else None, scale=1 / 255, mean=MEAN, std=STD))
-                elif host:
+                if host:
                     augment_view(clip, rng, s, self.augment, self.frame_jitter, out=out[key][n])
-                else:  # the same draws in the same order: the same views as colour_on_host gives, up to rounding
+                    continue
+                # the same draws in the same order: the same views as the loader's, up to rounding
+                if self.crop_on_host:
                     out[key][n] = crop_resize(clip, rng, s, self.augment, self.frame_jitter)
-                    out[COLOUR_KEYS[key]][n] = torch.from_numpy(
+                else:
+                    out[CROP_KEYS[key]][n] = torch.from_numpy(
+                        draw_crop(rng, clip.shape[1], len(clip), self.augment, self.frame_jitter))
+                out[COLOUR_KEYS[key]][n] = torch.from_numpy(
                         draw_colour(rng if self.augment else None, scale=1 / 255, mean=MEAN, std=STD))
         # the indices also as a list, which stays on the host when Fabric moves the batch to a GPU: `others` needs
         # them there, and reading `clip_id` back from the device would stall the launched kernels
@@ -246,12 +245,12 @@ def augment_view(frames: np.ndarray, rng: np.random.Generator | None, size: int,
 
 
 def draw_crop(rng: np.random.Generator | None, s0: int, n: int, augment: bool,
-              frame_jitter: float = 0.0) -> np.ndarray | None:
+              frame_jitter: float = 0.0) -> np.ndarray:
     """The geometric half of an augmentation, drawn: one scale/translation crop of side 0.85–1 × S0 for all n
-    frames, each frame moved by its own up to ±frame_jitter·S0 px -> (n, 3) int (top, left, side) in pixels of
-    the S0 x S0 frame, or None when the frames stay whole (no augmentation)."""
+    frames, each frame moved by its own up to ±frame_jitter·S0 px -> (n, 3) float32 (top, left, side) in pixels
+    of the S0 x S0 frame; the whole frames without augmentation (no draw)."""
     if not augment:
-        return None
+        return np.tile(np.array([0, 0, s0], np.float32), (n, 1))
     scale = rng.uniform(0.85, 1.0)
     side = max(8, int(round(s0 * scale)))
     top = int(rng.integers(0, s0 - side + 1))
@@ -262,22 +261,21 @@ def draw_crop(rng: np.random.Generator | None, s0: int, n: int, augment: bool,
         dx = np.clip(left + rng.integers(-j, j + 1, n), 0, s0 - side)
     else:
         dy, dx = np.full(n, top), np.full(n, left)
-    return np.stack([dy, dx, np.full(n, side)], axis=1)
+    return np.stack([dy, dx, np.full(n, side)], axis=1).astype(np.float32)
 
 
 def crop_resize(frames: np.ndarray, rng: np.random.Generator | None, size: int, augment: bool,
                 frame_jitter: float = 0.0) -> torch.Tensor:
     """The geometric half of an augmentation (`draw_crop`) applied to `frames` (N, S0, S0, 3) uint8 -> (N, 3, size,
     size) uint8 (channels_last), resized with antialiasing."""
-    boxes = draw_crop(rng, frames.shape[1], len(frames), augment, frame_jitter)
-    if boxes is not None:
-        side = int(boxes[0, 2])
-        if (boxes[:, :2] != boxes[0, :2]).any():
-            # cropped in numpy: a slice there costs a fraction of a torch call's overhead
-            frames = np.stack([f[a: a + side, b: b + side] for f, (a, b, _) in zip(frames, boxes, strict=True)])
-        else:
-            top, left = int(boxes[0, 0]), int(boxes[0, 1])
-            frames = frames[:, top: top + side, left: left + side]
+    boxes = draw_crop(rng, frames.shape[1], len(frames), augment, frame_jitter).astype(int)
+    side = boxes[0, 2]
+    if (boxes[:, :2] != boxes[0, :2]).any():
+        # cropped in numpy: a slice there costs a fraction of a torch call's overhead
+        frames = np.stack([f[a: a + side, b: b + side] for f, (a, b, _) in zip(frames, boxes, strict=True)])
+    else:
+        top, left = boxes[0, :2]
+        frames = frames[:, top: top + side, left: left + side]
     # (N, H, W, 3) seen as (N, 3, H, W) is the channels_last layout: the uint8 resize then takes torch's SIMD
     # antialiasing path, 5x faster than on floats. (A copy only where numpy must make one: a read-only memory map
     # is never handed to torch.)
@@ -293,11 +291,6 @@ _EYE = np.eye(3)
 COLOUR_PARAMS = 14  # a view's colour jitter: its 3x3 matrix, 3 weights of the frame mean, an offset, the blur coin
 COLOUR_KEYS = {"view_q": "colour_q", "view_k": "colour_k"}
 CROP_KEYS = {"view_q": "crop_q", "view_k": "crop_k"}
-
-
-def whole_frame(s0: int, n: int) -> np.ndarray:
-    """(n, 3) crop boxes (top, left, side) of whole S0 x S0 frames."""
-    return np.tile(np.array([0, 0, s0], np.float32), (n, 1))
 
 
 def crop_on_device(frames: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:

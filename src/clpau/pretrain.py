@@ -309,8 +309,7 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
     latest: dict[str, torch.Tensor] = {}
     if step < p.max_steps:
         # where the step count says: a resumed run goes on with the batch the killed one would have drawn next
-        epoch, skip = divmod(step, per_epoch)
-        dataset.set_epoch(epoch)
+        epoch, skip = divmod(step, per_epoch)  # each batch carries its epoch to the dataset (EpochBatch)
         loader = fabric.setup_dataloaders(
             epoch_loader(dataset, batch, p.num_workers, p.seed, epoch, skip, fabric.global_rank, fabric.world_size,
                          count=p.max_steps - step),
@@ -318,8 +317,6 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
         t_ready = time.perf_counter()  # the step is ready for its next batch
         for batch_data in loader:
             waited += time.perf_counter() - t_ready
-            if step >= p.max_steps:
-                break
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, p)
             out = step_fn(model, batch_data)
