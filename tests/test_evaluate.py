@@ -78,7 +78,7 @@ def _bench(synth_clips, **kw) -> BenchmarkParams:
 def _eval_params(tmp_path, encoder) -> EvaluateParams:
     return EvaluateParams(encoder=encoder, seeds=2, label_fractions=[0.25, 1.0], embedding_frames=100,
                           metrics=tmp_path / "metrics.json", plots_dir=tmp_path / "plots",
-                          probe_out=tmp_path / "probe.pt")
+                          probe_out=tmp_path / "probe.pt", floor=tmp_path / "floor.json")
 
 
 @pytest.mark.parametrize("method", ["random", "supervised"])
@@ -110,6 +110,28 @@ def test_evaluate_stage_writes_metrics_plots_and_probe(method, synth_clips, tmp_
     probe = torch.load(p.probe_out, weights_only=True)
     assert probe["weight"].shape[1] == 12 and probe["dataset"] == "synth"
     assert probe["encoder_fold"] == (0 if method == "supervised" else -1)
+
+
+def test_the_floor_is_the_random_init_encoder_and_stands_beside_the_result(synth_clips, tmp_path):
+    from clpau.floor import run_floor
+
+    bench = _bench(synth_clips)
+    pre = PretrainParams(data=[synth_clips], method="random", out_dir=tmp_path / "models", live_dir=tmp_path / "l",
+                         seed=3)
+    p = _eval_params(tmp_path, tmp_path / "models" / "encoder.pt")
+    floor = run_floor(bench, p, pre, progress=False, log=lambda *_: None)
+    assert json.loads(p.floor.read_text()) == floor
+    assert floor["backbone"] == "resnet_small" and floor["image_size"] == 64 and floor["seed"] == 3
+    # what `pretrain.method: random` writes with that seed, evaluated: the same figures
+    run_pretrain(pre, progress=False, log=lambda *_: None)
+    m = run_evaluate(bench, p, [synth_clips], progress=False, log=lambda *_: None)
+    for name in ("f1_mean", "f1_std", "cross_subject_knn_f1", "subject_variance_share"):
+        assert m[name] == floor[name] == m["random_init"][name], name
+    # a floor of another architecture or input size is not shown beside this encoder
+    p.floor.write_text(json.dumps({**floor, "image_size": 96}))
+    notes = []
+    assert "random_init" not in run_evaluate(bench, p, [synth_clips], progress=False, log=notes.append)
+    assert any("rerun `clpau floor`" in n for n in notes)
 
 
 def test_evaluate_refuses_subjects_seen_in_pretraining(synth_clips, tmp_path):

@@ -46,12 +46,14 @@ def dvc_repo(tmp_path_factory):
            "GIT_COMMITTER_EMAIL": "t@t"}
     _run(["git", "init", "-q"], repo, env)
     _run([str(BIN / "dvc"), "init", "-q"], repo, env)
-    (repo / "data" / "pool").mkdir()  # the pool of accepted batches starts empty, versioned (as `make repro` has it)
+    # the pool of accepted batches starts with its README only, versioned (as `make repro` has it)
+    _run(["make", "-s", "-f", str(ROOT / "Makefile"), "pool"], repo, env)
     _run([str(BIN / "dvc"), "add", "-q", "data/pool"], repo, env)
     # a repo with a commit, as users have it (dvclive 3.49 fails on a repo without one)
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "init"], repo, env)
-    _run([str(BIN / "dvc"), "repro"], repo, env)
+    printed = _run([str(BIN / "dvc"), "repro"], repo, env)
+    assert "is empty" not in printed, "the main job warns of an empty folder"
     return repo, env
 
 
@@ -70,13 +72,18 @@ def test_dvc_repro_runs_the_pipeline(dvc_repo):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"assets", "synth", "extract@samples", "extract@synth_pretrain", "trainset",
                                    "extract@synth_labelled", "validate@samples", "validate@synth_pretrain",
-                                   "pretrain", "evaluate"}
+                                   "pretrain", "floor", "evaluate"}
     assert (repo / "models" / "encoder.pt").exists()
     metrics = json.loads(_run([str(BIN / "dvc"), "metrics", "show", "--json"], repo, env))
     shown = json.dumps(metrics)
     assert '"loss"' in shown and '"f1_mean"' in shown and '"identity_leakage"' in shown
     evaluation = json.loads((repo / "metrics" / "evaluate.json").read_text())
     assert evaluation["method"] == "clp" and 0 <= evaluation["f1_mean"] <= 1 and len(evaluation["f1"]) == 12
+    # the floor beside the result: the random-init encoder of the same architecture, probed the same way
+    floor = json.loads((repo / "metrics" / "floor.json").read_text())
+    assert floor["backbone"] == "resnet_small" and floor["seed"] == 0
+    assert evaluation["random_init"]["f1_mean"] == floor["f1_mean"]
+    assert set(evaluation["random_init"]) >= {"f1_mean", "same_subject_nn", "cross_subject_knn_f1"}
     for png in ("per_au_f1.png", "label_efficiency.png", "embedding.png"):
         assert (repo / "metrics" / "evaluate" / png).stat().st_size > 5000
     assert (repo / "models" / "probe.pt").exists()

@@ -369,3 +369,35 @@ def test_the_same_encoder_is_written_as_the_same_bytes(tmp_path):
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
     assert not list(tmp_path.glob("*.tmp"))  # written atomically, nothing left behind
     assert load_encoder(tmp_path / "a.pt")[1]["step"] == 3
+
+
+# every parameter of CLP's reading, each moved away from its default: none of them may change a baseline
+CLP_READING = {"key_encoder": "momentum", "symmetric": True, "negatives": "same_person", "tau": 0.3, "m_max": 0.7,
+               "delta_scale": 2.0, "rank_margin": 0.2, "rank_weight": 2.0, "margin_by": "motion",
+               "motion_scale": 0.1, "frame_stride": 2, "frame_jitter": 0.1, "lambda_self": 3.0, "lambda_swap": 2.0,
+               "lambda_cycle": 2.0, "lambda_id": 1.0, "decoder_size": 16, "cir_frames": 4, "cir_every": 1}
+
+
+@pytest.mark.parametrize("method", sorted(FRAME_METHODS))
+def test_a_baseline_trains_the_same_weights_whatever_clps_reading_says(method, synth_clips, tmp_path):
+    def weights(folder, **reading):
+        p = _params(tmp_path / folder, synth_clips, method=method, **reading)
+        run_pretrain(p, progress=False, log=lambda *_: None)
+        return load_encoder(p.out_dir / "encoder.pt")[0].state_dict()
+
+    default, moved = weights("default"), weights("moved", **CLP_READING)
+    assert default.keys() == moved.keys()
+    assert all(torch.equal(default[k], moved[k]) for k in default), f"a clp parameter changed what {method} trains"
+    # and its time-contrastive reading too
+    other = weights("time_contrast", tcl_variant="time_contrast", pos_window=1, neg_window=2)
+    assert all(torch.equal(default[k], other[k]) for k in default)
+
+
+def test_moco_is_a_momentum_encoder_with_a_queue_whatever_the_key_encoder_default():
+    for key_encoder in ("online", "momentum"):
+        model = build_model(PretrainParams(method="moco", key_encoder=key_encoder, symmetric=True,
+                                           negatives="same_person"))
+        assert not model.online_keys and not model.symmetric and not model.same_person and not model.use_cir
+        assert model.tcl_args == {"tau": PretrainParams().moco_tau}
+        view = torch.randn(8, 1, 3, 64, 64)
+        assert model(view, view, torch.arange(8))["queue_fill"] > 0  # the step's keys went into the queue

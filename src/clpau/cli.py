@@ -100,6 +100,14 @@ def _evaluate(args, params) -> int:
     except (FileNotFoundError, ValueError) as err:  # a missing input, a leaking split, unreadable labels
         print(f"clpau evaluate: error: {err}", file=sys.stderr)
         return 2
+    floor = m.get("random_init")
+
+    def beside(name: str) -> str:  # the random-init encoder's figure, where `clpau floor` measured it
+        return f" (random-init {floor[name]:.3f})" if floor and floor.get(name) is not None else ""
+
+    print(f"{m['method']}: mean F1 {m['f1_mean']:.3f}{beside('f1_mean')}, same_subject_nn "
+          f"{_fmt(m['same_subject_nn'])}{beside('same_subject_nn')}, cross_subject_knn_f1 "
+          f"{_fmt(m['cross_subject_knn_f1'])}{beside('cross_subject_knn_f1')}")
     print(f"evaluate: {m['method']} on {m['dataset']}: mean F1 {m['f1_mean']:.3f} ± {m['f1_std']:.3f} over "
           f"{len(m['f1_folds'])} folds (" + ", ".join(f"{v:.3f}" for v in m["f1_folds"].values()) + f"); identity "
           f"accuracy {m['identity_acc']:.3f} (chance {m['identity_chance']:.3f}, leakage "
@@ -181,6 +189,24 @@ def _drift(args, params) -> int:
     return 1 if s["drift"] and args.fail_on_drift else 0
 
 
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _floor(args, params) -> int:
+    from .floor import run_floor
+
+    try:
+        f = run_floor(params.benchmark, params.evaluate, params.pretrain, progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"clpau floor: error: {err}", file=sys.stderr)
+        return 2
+    print(f"floor: random-init {f['backbone']} at {f['image_size']} px (seed {f['seed']}) on {f['dataset']}: mean F1 "
+          f"{f['f1_mean']:.3f}, same_subject_nn {_fmt(f['same_subject_nn'])}, cross_subject_knn_f1 "
+          f"{_fmt(f['cross_subject_knn_f1'])}; written to {params.evaluate.floor}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clpau",
@@ -229,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
                                     "the probe for `clpau predict` in evaluate.probe_out.")
     ev.add_argument("--encoder", type=Path, help="default: evaluate.encoder")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    fl = sub.add_parser("floor", help="the random-init encoder under the evaluation protocol (the floor)",
+                        description="Probe an untrained pretrain.backbone (pretrain.image_size, pretrain.seed) as "
+                                    "`clpau evaluate` probes a trained one — the same folds, the linear probe on all "
+                                    "training frames, the person-independence figures — and write evaluate.floor. "
+                                    "`clpau evaluate` shows these figures beside its own.")
+    fl.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     pr = sub.add_parser("predict", help="per-frame AU occurrence/probability of a video (OpenFace-style CSV)",
                         description="Run extraction, the encoder and the AU probe on every frame of VIDEO. One CSV "
@@ -292,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"assets": _assets, "synth": _synth, "extract": _extract, "trainset": _trainset, "pretrain": _pretrain, "evaluate": _evaluate,
+            "floor": _floor,
             "predict": _predict, "compare": _compare,
             "validate": _validate, "drift": _drift}
 

@@ -193,6 +193,7 @@ class PretrainParams(_Section):
                                                "contrastive signal per step for ~1.5x the step time")
     cir_every: int = Field(16, ge=1, description="cross-identity reconstruction on every n-th step only (speed)")
     simclr_tau: float = Field(0.2, gt=0)
+    moco_tau: float = Field(0.1, gt=0, description="MoCo's own temperature: clp's tau never changes the baseline")
     compile_keys: bool = Field(False, description="torch.compile the momentum encoder's gradient-free forward "
                                                   "(a one-off compile; faster in the bench, no gain measured in "
                                                   "the CPU training loop: README)")
@@ -226,6 +227,8 @@ class EvaluateParams(_Section):
     metrics: Path = Path("metrics/evaluate.json")
     plots_dir: Path = Path("metrics/evaluate")
     probe_out: Path = Path("models/probe.pt")
+    floor: Path = Field(Path("metrics/floor.json"), description="the random-init encoder's figures (`clpau floor`), "
+                                                                "shown beside the evaluated encoder's")
 
     @model_validator(mode="after")
     def _check(self) -> EvaluateParams:

@@ -215,8 +215,6 @@ def pretraining_identities(roots: list[Path]) -> set[str]:
 
 def run_evaluate(bench: BenchmarkParams, p: EvaluateParams, pretrain_data: list[Path] = (), progress: bool = True,
                  log=print) -> dict:
-    from tqdm import tqdm
-
     folds = read_folds(bench.folds)
     data = load_labelled(bench, [s for f in folds for s in f], log=log)
     check_pretraining_disjoint(set(data.subject), pretraining_identities(list(pretrain_data)))
@@ -224,32 +222,11 @@ def run_evaluate(bench: BenchmarkParams, p: EvaluateParams, pretrain_data: list[
     if absent:
         log(f"evaluate: {len(absent)} subjects of {bench.folds} have no labelled face frame, e.g. {absent[:3]}")
     feats, meta = _features(p.encoder, data, p, len(folds))
-    order = np.lexsort((data.frame, data.video)).argsort()  # time order: video name, then frame
+    runs, identity, independence = probe_folds(feats, data, folds, p, p.label_fractions, progress)
     aus = data.aus
-    runs = {frac: [] for frac in p.label_fractions}  # fraction -> list of (fold, seed, per-AU F1)
-    identity = []
-    independence = []  # per fold: independence.py's figures on the test subjects' frames
-    jobs = [(k, frac, seed) for k in range(len(folds)) for frac in p.label_fractions
-            for seed in (range(p.seeds) if frac < 1 else [0])]
-    bar = tqdm(total=len(jobs) + len(folds), desc="evaluate", unit="probe", disable=not progress)
-    for k in range(len(folds)):
-        train, test = split(data.subject, folds, k)
-        x = feats[k]
-        for frac in p.label_fractions:
-            for seed in range(p.seeds) if frac < 1 else [0]:
-                use = subsample(data.subject, train, frac, seed)
-                probe = fit_probe(x[use], data.labels[use], p.weight_decay, p.probe_iters)
-                pred = (probe_proba(probe, x[test]) >= p.threshold).astype(np.int8)
-                runs[frac].append((k, seed, f1_per_au(data.labels[test], pred)))
-                bar.update(1)
-        acc, chance = identity_accuracy(x[test], data.subject[test], order[test])
-        identity.append((acc, chance))
-        independence.append(person_independence(x[test], data.subject[test], data.video[test], data.labels[test]))
-        bar.update(1)
-    bar.close()
-
     full = np.array([f1 for _, _, f1 in runs[max(p.label_fractions)]])  # (folds, A)
     fold_means = nanmean(full, axis=1)
+    headline = summary_figures(full, independence)
     per_au = nanmean(full, axis=0)
     acc = float(np.mean([a for a, _ in identity]))
     chance = float(np.mean([c for _, c in identity]))
@@ -261,8 +238,8 @@ def run_evaluate(bench: BenchmarkParams, p: EvaluateParams, pretrain_data: list[
         "method": meta["method"],
         "dataset": bench.dataset,
         "encoder_step": int(meta["step"]),
-        "f1_mean": _r(np.mean(fold_means)),
-        "f1_std": _r(np.std(fold_means)),
+        "f1_mean": headline["f1_mean"],
+        "f1_std": headline["f1_std"],
         "f1": {f"AU{a}": _r(v) for a, v in zip(aus, per_au, strict=True)},
         # a mapping, not a list: DVC shows mappings as columns and drops lists from `dvc exp show`
         "f1_folds": {f"fold{k}": _r(v) for k, v in enumerate(fold_means)},
@@ -270,11 +247,14 @@ def run_evaluate(bench: BenchmarkParams, p: EvaluateParams, pretrain_data: list[
         "identity_chance": _r(chance),
         "identity_leakage": _r((acc - chance) / (1 - chance)),
         # the identity probe saturates on the synthetic people (random features: 0.999); these do not
-        **{name: _r(nanmean([f[name] for f in independence])) for name in independence[0]},
+        **{name: headline[name] for name in independence[0]},
         "label_efficiency": efficiency,
         "frames": len(data),
         "subjects": int(len(set(data.subject))),
     }
+    floor = read_floor(p.floor, meta, bench, log)
+    if floor is not None:
+        metrics["random_init"] = floor
     if p.finetune_steps:
         tuned = np.array([finetune_fold(p.encoder, data, *split(data.subject, folds, k), k, p, progress)
                           for k in range(len(folds))])
@@ -293,6 +273,65 @@ def run_evaluate(bench: BenchmarkParams, p: EvaluateParams, pretrain_data: list[
     _save_final_probe(p, data, feats, meta, bench)
     write_json(p.metrics, metrics, sort_keys=False)  # AUs in the dataset's order
     return metrics
+
+
+def probe_folds(feats: list[np.ndarray], data: LabelledSet, folds: list[list[str]], p: EvaluateParams,
+                fractions: list[float], progress: bool = False) -> tuple[dict, list, list]:
+    """The protocol on features `feats` (one matrix per fold): for each label fraction the AU probes' per-AU F1 on
+    each fold's test subjects, as (fold, seed, F1) — fractions below 1 with `p.seeds` draws —, and per fold the
+    identity probe's (accuracy, chance) and the person-independence figures of its test subjects."""
+    from tqdm import tqdm
+
+    order = np.lexsort((data.frame, data.video)).argsort()  # time order: video name, then frame
+    runs = {frac: [] for frac in fractions}  # fraction -> list of (fold, seed, per-AU F1)
+    identity = []
+    independence = []  # per fold: independence.py's figures on the test subjects' frames
+    jobs = [(k, frac, seed) for k in range(len(folds)) for frac in fractions
+            for seed in (range(p.seeds) if frac < 1 else [0])]
+    bar = tqdm(total=len(jobs) + len(folds), desc="evaluate", unit="probe", disable=not progress)
+    for k in range(len(folds)):
+        train, test = split(data.subject, folds, k)
+        x = feats[k]
+        for frac in fractions:
+            for seed in range(p.seeds) if frac < 1 else [0]:
+                use = subsample(data.subject, train, frac, seed)
+                probe = fit_probe(x[use], data.labels[use], p.weight_decay, p.probe_iters)
+                pred = (probe_proba(probe, x[test]) >= p.threshold).astype(np.int8)
+                runs[frac].append((k, seed, f1_per_au(data.labels[test], pred)))
+                bar.update(1)
+        identity.append(identity_accuracy(x[test], data.subject[test], order[test]))
+        independence.append(person_independence(x[test], data.subject[test], data.video[test], data.labels[test]))
+        bar.update(1)
+    bar.close()
+    return runs, identity, independence
+
+
+def summary_figures(full: np.ndarray, independence: list[dict]) -> dict:
+    """The headline figures of a protocol run: mean F1 over AUs, its mean and std over the folds (`full`: per fold
+    and AU, the probes on all training frames), and each person-independence figure averaged over the folds."""
+    fold_means = nanmean(full, axis=1)
+    return {"f1_mean": _r(np.mean(fold_means)), "f1_std": _r(np.std(fold_means)),
+            **{name: _r(nanmean([f[name] for f in independence])) for name in independence[0]}}
+
+
+FLOOR_FIGURES = ("f1_mean", "same_subject_nn", "cross_subject_knn_f1")
+
+
+def read_floor(path: Path, meta: dict, bench: BenchmarkParams, log=print) -> dict | None:
+    """The random-init encoder's figures (`clpau floor`) when they were measured on this benchmark with the
+    evaluated encoder's architecture and input size — the floor pretraining started from; None otherwise."""
+    import json
+
+    if not Path(path).exists():
+        log(f"evaluate: no random-init figures ({path}): run `clpau floor` to have them beside the result")
+        return None
+    floor = json.loads(Path(path).read_text())
+    ours = {"backbone": meta["backbone"], "image_size": int(meta["image_size"]), "dataset": bench.dataset}
+    theirs = {k: floor.get(k) for k in ours}
+    if theirs != ours:
+        log(f"evaluate: {path} was measured for {theirs}, the encoder is {ours}: not shown (rerun `clpau floor`)")
+        return None
+    return {k: floor[k] for k in (*FLOOR_FIGURES, "f1_std", "subject_variance_share", "seed")}
 
 
 def _r(v) -> float | None:

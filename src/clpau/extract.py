@@ -470,6 +470,7 @@ def run_extract(inputs: list[Path | str], out: Path | str, params: ExtractParams
         job.chunks = plan_chunks(job.info.keyframe_pts, job.info.n_packets, params.chunk_frames)
         pending.append(job)
 
+    _drop_stale_videos(out, set(by_key))
     bar = tqdm(total=sum(j.info.n_packets for j in pending), unit="frame", desc="extract", disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
     by_index = {j.index: j for j in pending}
@@ -513,6 +514,17 @@ def run_extract(inputs: list[Path | str], out: Path | str, params: ExtractParams
     write_parquet(out / "videos.parquet", videos)  # last: its presence marks a finished run
     frames = int(sum(rows[j.index].get("frames", 0) for j in pending))
     return ExtractSummary(videos, all_clips, time.perf_counter() - t_start, frames)
+
+
+def _drop_stale_videos(out: Path, keys: set[str]) -> None:
+    """Remove the frame folders of videos that are not among this run's inputs: the output persists between runs
+    (an interrupted run resumes), and without this an older input set's shards would stay in it, versioned by DVC
+    with the rest, though no table lists them."""
+    frames = out / "frames"
+    if frames.is_dir():
+        for folder in frames.iterdir():
+            if folder.name not in keys:
+                shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
 
 
 def _reference_descriptor(job: VideoJob):

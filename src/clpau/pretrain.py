@@ -54,6 +54,12 @@ def build_model(p: PretrainParams, gather=None) -> torch.nn.Module:
     feat = backbone.out_dim
     if p.method == "simclr":
         return SimCLR(backbone, feat, p.dim, p.simclr_tau)
+    if p.method == "moco":
+        # MoCo v2 whatever clp's reading says: a momentum encoder and a queue, one-way, every queue key a negative
+        # (with single frames the in-clip margins and the ranking have nothing to act on)
+        return CLP(backbone, feat, dim=p.dim, queue_size=p.queue_size, momentum=p.momentum, use_tcl=True,
+                   use_cir=False, online_keys=False, symmetric=False, same_person=False,
+                   compile_keys=p.compile_keys, tcl={"tau": p.moco_tau}, gather=gather, tcl_fn=tcl_loss)
     if p.tcl_variant == "time_contrast":
         tcl_fn, tcl = time_contrastive_loss, {"tau": p.tau, "pos_window": p.pos_window, "neg_window": p.neg_window}
     else:
@@ -62,7 +68,7 @@ def build_model(p: PretrainParams, gather=None) -> torch.nn.Module:
         if p.margin_by == "motion":
             tcl["motion_scale"] = p.motion_scale
     return CLP(backbone, feat, dim=p.dim, queue_size=p.queue_size, momentum=p.momentum,
-               use_tcl=p.method in {"clp", "tcl", "moco"}, use_cir=p.method in {"clp", "cir"},
+               use_tcl=p.method in {"clp", "tcl"}, use_cir=p.method in {"clp", "cir"},
                decoder_size=p.decoder_size, cir_frames=p.cir_frames,
                cir_every=p.cir_every, same_person=p.negatives == "same_person",
                symmetric=p.symmetric, online_keys=p.key_encoder == "online", compile_keys=p.compile_keys, tcl=tcl,
@@ -389,7 +395,7 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
         return {"method": "random", "steps": 0}
     frame_method = p.method in FRAME_METHODS
     dataset = ClipDataset(p.data, clip_len=1 if frame_method else p.clip_len, stride=p.frame_stride,
-                          size=p.image_size, seed=p.seed, frame_jitter=p.frame_jitter,
+                          size=p.image_size, seed=p.seed, frame_jitter=0.0 if frame_method else p.frame_jitter,
                           colour_on_host=colour_on_host(p.colour_on, fabric.device.type, p.crop_on),
                           crop_on_host=crop_on_host(p.crop_on, fabric.device.type),
                           motion=p.margin_by == "motion" and not frame_method)
