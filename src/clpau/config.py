@@ -136,8 +136,8 @@ class PretrainParams(_Section):
     frame_jitter: float = Field(0.03, ge=0, le=0.2, description="per-frame shift (share of the crop) on top of the "
                                                                  "clip's augmentation: hides alignment jitter")
     batch_clips: int = Field(16, ge=2, description="clips per step; frame methods take batch_clips*clip_len frames")
-    max_steps: int = Field(300, ge=1)
-    lr: float = Field(2e-3, gt=0)
+    max_steps: int = Field(900, ge=1)
+    lr: float = Field(4e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(20, ge=0)
     precision: Literal["auto", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "32-true", "64-true"] = Field(
