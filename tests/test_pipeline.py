@@ -74,6 +74,8 @@ def test_dvc_repro_runs_the_pipeline(dvc_repo):
                                    "extract@synth_labelled", "validate@samples", "validate@synth_pretrain",
                                    "pretrain", "floor", "evaluate"}
     assert (repo / "models" / "encoder.pt").exists()
+    # the main job leaves a clean pipeline: every output as dvc.lock records it
+    assert "Data and pipelines are up to date" in _run([str(BIN / "dvc"), "status"], repo, env)
     metrics = json.loads(_run([str(BIN / "dvc"), "metrics", "show", "--json"], repo, env))
     shown = json.dumps(metrics)
     assert '"loss"' in shown and '"f1_mean"' in shown and '"identity_leakage"' in shown
