@@ -105,6 +105,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if "method" not in r["set"]]  # clp's settings; other methods stay in the table
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for tag in sorted({r["tag"] for r in rows}):
         mine = [r for r in rows if r["tag"] == tag]
