@@ -1,11 +1,14 @@
-"""Prefect flow: ingest the inbox's new videos as one batch — extract (a task per video, retried) → quality gate
-(Great Expectations) → drift (Evidently, against the promoted model's training set) → accept into the pool
-(trainset.pool: videos + clips, `dvc add`, a git commit, `dvc push` + `git push` where remotes are set) or
-quarantine with the reasons. Evaluation subjects of the labelled benchmark and videos accepted before are refused.
+"""Prefect flows: ingest the inbox's new videos as one batch, decided video by video — extract (a task per video,
+retried) → quality gate per video (Great Expectations) → drift of the passing videos (Evidently, against the
+promoted model's training set) → accept them into the pool (trainset.pool: videos + clips, `dvc add`, a git commit,
+`dvc push` + `git push` where remotes are set) and quarantine the others, each with reasons naming the file. A
+drifted batch is accepted and starts a retrain run (`drift.action: retrain`) or is held for review (`hold`).
+Evaluation subjects of the labelled benchmark and videos accepted before are refused. `ingest-release` puts
+quarantined videos a person approved into the pool, through the same guards.
 
 A thin wrapper over `clpau.ingest`, `clpau.validate` and `clpau.drift`; run it once with
 `python flows/ingest.py [--params params.yaml]`, or on a schedule through the `ingest-nightly` deployment
-(prefect.yaml). `flows.task_runner: dask` runs the per-video tasks on a Dask cluster (`flows.dask_address`, or a
+(prefect.yaml); release with `clpau ingest release BATCH [VIDEO…] --reason …` or the `ingest-release` deployment. `flows.task_runner: dask` runs the per-video tasks on a Dask cluster (`flows.dask_address`, or a
 local one).
 """
 
@@ -22,7 +25,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from clpau import ingest, sync
 from clpau.config import Params, load_params
 from clpau.drift import run_drift
-from clpau.validate import run_validate
+from clpau.validate import validate_tables
 
 
 @task(name="extract-video", retries=2, retry_delay_seconds=5, task_run_name="extract {video.name}")
@@ -31,8 +34,9 @@ def extract_video(video: Path, parts_dir: Path, params: Params) -> Path:
 
 
 @task(name="quality-gate")
-def quality_gate(clips: Path, params: Params, out: Path) -> dict:
-    return run_validate(clips, params.validate, out)
+def quality_gate(parts: list[Path], params: Params, out: Path) -> dict:
+    videos, clips = ingest.read_parts(parts)
+    return validate_tables(videos, clips, params.validate, out, name=Path(out).parent.parent.name, data=str(out))
 
 
 def drift_reference(params: Params) -> Path | None:
@@ -44,7 +48,7 @@ def drift_reference(params: Params) -> Path | None:
 
 
 @task(name="drift-check")
-def drift_check(clips: Path, params: Params, out: Path) -> dict | None:
+def drift_check(clips: list[Path], params: Params, out: Path) -> dict | None:
     ref = drift_reference(params)
     if ref is None:
         get_run_logger().warning(f"no training set at {params.flows.reference} or {params.trainset.out_dir} "
@@ -64,25 +68,47 @@ def share(workspace: Path, remote: str | None, pointer: str) -> list[str]:
     return sync.push(workspace, remote, [pointer])
 
 
-def _publish(batch: str, summary: dict, validation: dict, drift: dict | None) -> None:
-    verdict = "accepted into the training pool" if summary["accepted"] else "**quarantined**"
-    lines = [f"# Batch {batch}: {verdict}", "", f"- videos: {summary['videos']}, clips: {validation['clips']}",
-             f"- quality gate: {'passed' if validation['success'] else 'failed'} ({validation['checked']} "
-             f"expectations)"]
+@task(name="request-retrain")
+def request_retrain(deployment: str | None, batch: str) -> str:
+    """Start a run of the retrain deployment now (a drifted batch was accepted: `drift.action: retrain`); where
+    none is registered, the next scheduled retrain trains on the batch (its batch.json says `retrain_due`)."""
+    if not deployment:
+        return "flows.retrain_deployment is null: the next scheduled retrain trains on it"
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        run = run_deployment(deployment, timeout=0, as_subflow=False, tags=["drift"])
+    except ObjectNotFound:
+        return f"no deployment {deployment} on this Prefect server: the next scheduled retrain trains on it"
+    return f"retrain requested: flow run {run.name} of {deployment} (drift in batch {batch})"
+
+
+def _publish(batch: str, summary: dict, decision: dict, validation: dict, drift: dict | None) -> None:
+    n = len(decision["videos"])
+    accepted = ingest.with_verdict(decision, ingest.ACCEPTED)
+    lines = [f"# Batch {batch}: {len(accepted)} of {n} videos accepted into the training pool",
+             f"- quality gate: {validation['videos_passed']} of {n} videos pass ({validation['checked']} expectations)"]
     if drift is not None:
-        lines.append(f"- drift: {'yes' if drift['drift'] else 'no'} ({drift['drifted_share']:.0%} of columns) "
-                     f"against {drift['reference']}")
+        lines.append(f"- drift: {'yes' if drift['drift'] else 'no'} ({drift['drifted_share']:.0%} of columns, "
+                     f"{drift.get('videos')} videos) against {drift['reference']}; drift.action: "
+                     f"{decision['drift']['action']}")
+    if summary.get("retrain"):
+        lines.append(f"- {summary['retrain']}")
     if summary.get("commit"):
         lines.append(f"- pool version committed: {summary['commit'][:10]}; shared: "
                      f"{', '.join(summary.get('shared') or []) or 'no remote set'}")
-    lines += ["", *(f"- {r}" for r in summary["reasons"])]
+    lines += ["", *(f"- **{r}**" for r in decision["batch_reasons"])]
     create_markdown_artifact("\n".join(lines), key="ingest-summary", description=f"batch {batch}")
-    rows = [{"check": "quality", "what": f["reason"], "failed": True} for f in validation["failed"]]
+    rows = [{"video": v, "verdict": d["verdict"], "face share": f"{d['face_share']:.0%}", "clips": d["clips"],
+             "reasons": "; ".join(d["reasons"]) or "-"} for v, d in decision["videos"].items()]
+    create_table_artifact(rows, key="ingest-videos", description=f"batch {batch}: one row per video")
+    checks = [{"check": "quality", "what": f["reason"], "failed": True} for f in validation["failed"]]
     if drift is not None:
-        rows += [{"check": "drift", "what": f"{c} ({v['method']} = {v['value']:.3g})", "failed": v["drift"]}
-                 for c, v in drift["columns"].items()]
-    if rows:
-        create_table_artifact(rows, key="ingest-checks", description=f"batch {batch}: checks")
+        checks += [{"check": "drift", "what": f"{c} ({v['method']} = {v['value']:.3g})", "failed": v["drift"]}
+                   for c, v in drift["columns"].items()]
+    if checks:
+        create_table_artifact(checks, key="ingest-checks", description=f"batch {batch}: checks over the batch")
     if validation.get("docs"):
         create_link_artifact(Path(validation["docs"]).resolve().as_uri(), link_text="Great Expectations data docs",
                              key="ingest-gx-docs")
@@ -132,30 +158,61 @@ def _ingest(params_file: str = "params.yaml", batch: str | None = None) -> dict:
     root = Path(f.batches) / name
     log.info(f"batch {name}: {len(videos)} videos")
     futures = [extract_video.with_options(retries=f.retries).submit(v, root / "parts", params) for v in videos]
-    parts = [fut.result() for fut in futures]
-    clips = ingest.merge_extracts(parts, root / "clips")
-    validation = quality_gate(clips, params, root / "reports" / "validate")
-    drift = drift_check(clips, params, root / "reports") if validation["success"] else None
+    parts = {v.relative_to(root / "videos").as_posix(): fut.result() for v, fut in zip(videos, futures, strict=True)}
+    table, _ = ingest.read_parts(list(parts.values()))
+    keys = {v: pd.read_parquet(part / "videos.parquet")["video"].iloc[0] for v, part in parts.items()}
+    validation = quality_gate(list(parts.values()), params, root / "reports" / "validate")
     pool = params.trainset.pool
-    decision = ingest.decide(validation, drift, ingest.refusals(clips, pool, params.benchmark, name))
-    summary = {"batch": name, "videos": len(videos), "reports": str(root / "reports"), **decision}
-    if decision["accepted"]:
-        summary.update(ingest.accept(root, pool))
-        log.info(f"batch {name} accepted into {pool}")
+    batch_refused = [f"batch: a batch named {name} is already in {pool}"] if (Path(pool) / name).exists() else []
+    decision = ingest.decide(validation, keys, ingest.guards(table, pool, params.benchmark), batch_refused, table)
+    passing = ingest.with_verdict(decision, ingest.ACCEPTED)
+    drift = drift_check([parts[v] for v in passing], params, root / "reports") if passing else None
+    decision = ingest.apply_drift(decision, drift, params.drift.action)
+    accepted = ingest.with_verdict(decision, ingest.ACCEPTED)
+    summary = {"batch": name, "videos": len(videos), "reports": str(root / "reports"), "accepted": bool(accepted),
+               "accepted_videos": accepted, "quarantined_videos": ingest.with_verdict(decision, ingest.QUARANTINED),
+               "held_videos": ingest.with_verdict(decision, ingest.HELD), "reasons": ingest.flat_reasons(decision),
+               "drift": decision["drift"]}
+    if accepted:
+        summary.update(ingest.accept(root, pool, decision, parts))
+        log.info(f"batch {name}: {len(accepted)} of {len(videos)} videos accepted into {pool}")
         workspace = ingest.dvc_root(Path(pool))
         if summary["dvc_versioned"] and workspace is not None:
             summary["shared"] = share(workspace, f.git_remote, str(Path(pool).resolve().relative_to(workspace)) + ".dvc")
-    else:
-        summary.update(ingest.quarantine(root, f.quarantine, decision))
-        log.warning(f"batch {name} quarantined: " + "; ".join(decision["reasons"]))
-    _publish(name, summary, validation, drift)
+        if decision["drift"] and decision["drift"]["drift"]:
+            summary["retrain"] = request_retrain(f.retrain_deployment, name)
+            log.info(summary["retrain"])
+    if len(accepted) < len(videos):
+        summary.update(ingest.quarantine(root, f.quarantine, decision, parts))
+        for v in summary["quarantined"]:
+            log.warning(f"{v}: {decision['videos'][v]['verdict']}: " + "; ".join(decision["videos"][v]["reasons"]))
+    _publish(name, summary, decision, validation, drift)
     return summary
 
 
 @flow(name="ingest-batch", log_prints=True)
 def ingest_batch(params_file: str = "params.yaml", batch: str | None = None) -> dict:
-    """Stage the inbox as one batch, extract, gate, check drift, accept or quarantine. Returns the decision."""
+    """Stage the inbox as one batch, extract each video, gate each video, check the passing ones for drift,
+    accept them or quarantine them with their reasons. Returns the decision."""
     return _ingest(params_file, batch)
+
+
+@flow(name="ingest-release", log_prints=True)
+def release_batch(batch: str, reason: str, videos: list[str] | None = None, released_by: str | None = None,
+                  params_file: str = "params.yaml") -> dict:
+    """Release quarantined videos a person approved (all of the batch's when `videos` is empty) into the pool,
+    through the guards (evaluation subjects, videos already in the pool); recorded in the new batch.json."""
+    params = load_params(params_file)
+    result = ingest.release(params.flows.quarantine, params.trainset.pool, batch, videos, released_by, reason,
+                            params.benchmark)
+    workspace = ingest.dvc_root(Path(params.trainset.pool))
+    if result["dvc_versioned"] and workspace is not None:
+        pointer = str(Path(params.trainset.pool).resolve().relative_to(workspace)) + ".dvc"
+        result["shared"] = share(workspace, params.flows.git_remote, pointer)
+    create_markdown_artifact(f"# Released {len(result['videos'])} videos of {batch} into {result['batch']}\n\n"
+                             f"- by {result['released_by']}: {reason}\n- videos: {', '.join(result['videos'])}",
+                             key="ingest-release")
+    return result
 
 
 def build_flow(params_file: str = "params.yaml"):

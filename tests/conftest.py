@@ -113,3 +113,22 @@ def harness():
 
     with prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+@pytest.fixture(scope="session")
+def real_videos(assets, tmp_path_factory) -> dict[str, Path]:
+    """Real-face videos made from the real sample videos (trims, mirror images, re-encodes: different bytes, real
+    faces): `talk` = 12 talking-face videos of 24 frames; `single` = the one-face sample re-encoded; `interview` =
+    a face in 20 of 47 frames (43 %), then an empty scene; `dark_room` = the talking face at 10 % brightness."""
+    import media
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("real")
+    sample = assets.videos / "WolfgangLanger_Pexels.mp4"
+    out = {"talk": root / "talk"}
+    media.real_face_videos(sample, out["talk"], 12)
+    out["single"] = media.write_video(root / "single.mp4", media.read_frames(assets.videos / "single_face.mp4", 72))
+    out["interview"] = media.partly_faceless(sample, assets.videos / "no_face.mp4", root / "bob_interview.mp4", 20, 27)
+    out["dark_room"] = media.write_video(root / "dark_room.mp4",
+                                         [(f * 0.1).astype(np.uint8) for f in media.read_frames(sample, 24)])
+    return out

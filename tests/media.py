@@ -109,3 +109,29 @@ def make_bad_inputs(folder: Path, sample: Path, single: Path, group_photo: Path,
     shutil.copyfile(single, p)
     kinds["odd-name"] = (p, "ok")
     return kinds
+
+
+def real_face_videos(sample: Path, folder: Path, n: int, frames: int = 24, prefix: str = "talk") -> list[Path]:
+    """`n` different real-face videos from one real talking-face video: trims at different times, every other one
+    mirrored, each re-encoded (different bytes, the same real face and camera)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source = read_frames(sample, n * frames)
+    if len(source) < n * frames:
+        raise ValueError(f"{sample} has {len(source)} frames, {n * frames} needed")
+    out = []
+    for i in range(n):
+        clip = source[i * frames:(i + 1) * frames]
+        if i % 2:
+            clip = [f[:, ::-1] for f in clip]
+        out.append(write_video(folder / f"{prefix}{i:02d}.mp4", clip))
+    return out
+
+
+def partly_faceless(sample: Path, faceless: Path, path: Path, face_frames: int, other_frames: int) -> Path:
+    """A real video whose face is on screen in face_frames of face_frames + other_frames: a talking face, then
+    the camera on an empty scene (an interview where the face is out of shot half the time)."""
+    face = read_frames(sample, face_frames)
+    h, w = face[0].shape[:2]
+    rest = resize(read_frames(faceless, other_frames), w, h)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_video(path, face + rest)

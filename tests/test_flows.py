@@ -20,18 +20,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _workspace(tmp_path, batches, videos_from: str, task_runner: str = "thread") -> Path:
-    """A params file whose inbox holds copies of one batch's videos; the pool of 24 people is the reference."""
+def _workspace(tmp_path, batches, videos_from: str | None, task_runner: str = "thread",
+               inbox_files: dict[str, Path] | None = None, drift_action: str = "retrain") -> Path:
+    """A params file whose inbox holds copies of one batch's videos (or of `inbox_files`: name -> file); the pool
+    of 24 synthetic people is the reference and the training set's base corpus."""
     inbox = tmp_path / "inbox"
-    shutil.copytree(batches[videos_from][0], inbox)
+    if videos_from:
+        shutil.copytree(batches[videos_from][0], inbox)
+    for name, path in (inbox_files or {}).items():
+        inbox.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, inbox / name)
     enc = tmp_path / "models"
     run_pretrain(PretrainParams(data=[batches["pool"][1]], method="random", out_dir=enc, live_dir=tmp_path / "l"),
                  progress=False, log=lambda *_: None)
     params = {"flows": {"inbox": str(inbox), "quarantine": str(tmp_path / "q"),
                         "batches": str(tmp_path / "batches"), "reference": str(batches["pool"][1]),
                         "task_runner": task_runner},
-              "trainset": {"pool": str(tmp_path / "pool")},
-              "drift": {"encoder": str(enc / "encoder.pt"), "embedding_components": 4}}
+              "trainset": {"pool": str(tmp_path / "pool"), "base": [str(batches["pool"][1])],
+                           "out_dir": str(tmp_path / "trainset"), "metrics": str(tmp_path / "trainset.json")},
+              "benchmark": {"folds": str(ROOT / "data" / "folds" / "synth.yaml"),
+                            "clips": str(tmp_path / "no_benchmark_clips")},
+              "drift": {"encoder": str(enc / "encoder.pt"), "embedding_components": 4, "action": drift_action}}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -72,10 +81,107 @@ def test_bad_batch_is_quarantined_with_the_failing_expectations(harness, batches
     assert any("brightness" in r for r in result["reasons"])
     assert not (tmp_path / "pool").exists()  # nothing reaches training
     q = tmp_path / "q" / "b2"
-    assert len(list(q.glob("*.mp4"))) == 4
-    assert json.loads((q / "reasons.json").read_text())["reasons"] == result["reasons"]
+    assert len(list((q / "videos").glob("*.mp4"))) == 4
+    record = json.loads((q / "reasons.json").read_text())
+    assert record["reasons"] == result["reasons"]
+    # most videos give no face clip: a batch-level reason, and each video keeps its own
+    assert record["batch_reasons"] == ["batch: 1 of 4 videos give face clips (gate: at least 50%): the batch is "
+                                       "mostly unusable, every video of it is held back"], record["batch_reasons"]
+    assert any(r.startswith("dark_room.mp4: ") and "brightness" in r for r in record["videos"]["dark_room.mp4"]["reasons"])
+    assert record["videos"]["corrupt.mp4"]["reasons"][0].startswith("corrupt.mp4: no face clip")
     table = _artifacts("ingest-checks")
     assert table and "brightness" in table[0].data
+
+
+def test_a_mixed_inbox_of_real_video_is_decided_video_by_video(harness, batches, real_videos, tmp_path, capsys):
+    """Real faces: two good videos are accepted while a video with the face in 43 % of its frames, a dark room and
+    an evaluation subject's namesake are quarantined, each with its own reason naming the file; a person releases
+    the interview (recorded in batch.json), the evaluation subject cannot be released."""
+    from clpau.cli import main
+    from flows.ingest import build_flow
+
+    talk = sorted(real_videos["talk"].glob("*.mp4"))
+    params = _workspace(tmp_path, batches, None, inbox_files={
+        "anna_talk.mp4": talk[0], "single.mp4": real_videos["single"], "bob_interview.mp4": real_videos["interview"],
+        "dark_room.mp4": real_videos["dark_room"], "S003_home.mp4": talk[1]})
+    result = build_flow(str(params))(str(params), "m1")
+    assert sorted(result["accepted_videos"]) == ["anna_talk.mp4", "single.mp4"], result["reasons"]
+    assert sorted(result["quarantined_videos"]) == ["S003_home.mp4", "bob_interview.mp4", "dark_room.mp4"]
+    record = json.loads((tmp_path / "q" / "m1" / "reasons.json").read_text())
+    assert record["batch_reasons"] == []
+    videos = record["videos"]
+    assert videos["bob_interview.mp4"]["reasons"] == ["bob_interview.mp4: a face in 43% of frames (gate: 50%)"]
+    assert all(r.startswith("dark_room.mp4: ") for r in videos["dark_room.mp4"]["reasons"])
+    assert "S003_home.mp4 is named as the labelled benchmark's evaluation subject S003" in \
+        " ".join(videos["S003_home.mp4"]["reasons"])
+    pooled = json.loads((tmp_path / "pool" / "m1" / "batch.json").read_text())
+    assert pooled["videos"] == ["anna_talk.mp4", "single.mp4"] and pooled["quarantined"] == sorted(
+        ["S003_home.mp4", "bob_interview.mp4", "dark_room.mp4"])
+    assert sorted(p.name for p in (tmp_path / "pool" / "m1" / "videos").iterdir()) == ["anna_talk.mp4", "single.mp4"]
+    assert sorted(pd.read_parquet(tmp_path / "pool" / "m1" / "clips" / "clips.parquet")["identity"].unique()) == \
+        ["anna_talk", "single"]
+    tables = [a.data for a in _artifacts("ingest-videos") if "bob_interview.mp4" in a.data]  # one row per video
+    assert len(tables) == 1 and all(v in tables[0] for v in ("anna_talk.mp4", "dark_room.mp4", "S003_home.mp4"))
+
+    # a person reviews the interview and releases it; the evaluation subject's namesake cannot be released
+    assert main(["--params", str(params), "ingest", "release", "m1", "bob_interview.mp4", "--by", "alice",
+                 "--reason", "face on screen in every clip used", "--no-version"]) == 0
+    released = json.loads((tmp_path / "pool" / "m1-r1" / "batch.json").read_text())
+    assert released["videos"] == ["bob_interview.mp4"] and released["released_by"] == "alice"
+    assert released["release_reason"] == "face on screen in every clip used"
+    assert released["held_for"]["bob_interview.mp4"] == ["bob_interview.mp4: a face in 43% of frames (gate: 50%)"]
+    assert (tmp_path / "pool" / "m1-r1" / "videos" / "bob_interview.mp4").exists() and released["clips"] > 0
+    assert main(["--params", str(params), "ingest", "release", "m1", "S003_home.mp4", "--reason", "it is not S003",
+                 "--no-version"]) == 1
+    assert "evaluation subject S003" in capsys.readouterr().err
+    assert not (tmp_path / "pool" / "m1-r2").exists() and (tmp_path / "q" / "m1" / "videos" / "S003_home.mp4").exists()
+    assert main(["--params", str(params), "ingest", "release", "m1", "anna_talk.mp4", "--reason", "x",
+                 "--no-version"]) == 1  # accepted, not waiting in quarantine
+    assert "not waiting in quarantine/m1: anna_talk.mp4" in capsys.readouterr().err
+    main(["--params", str(params), "ingest", "list"])
+    listed = capsys.readouterr().out
+    assert "bob_interview.mp4 [released into m1-r1]" in listed and "S003_home.mp4 [quarantined]" in listed
+
+
+def test_a_drifted_batch_of_real_faces_is_retrained_on_or_held(harness, batches, real_videos, tmp_path):
+    """12 real-face videos against a synthetic training set drift. `drift.action: retrain` accepts them, marks
+    the batch due, starts a run of the retrain deployment, and the next training set holds them; `hold` keeps
+    them in quarantine for review."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    from clpau import retrain, trainset
+    from clpau.config import load_params
+    from flows.ingest import build_flow
+    from flows.retrain import retrain_flow
+
+    talk = {p.name: p for p in sorted(real_videos["talk"].glob("*.mp4"))}
+    assert len(talk) == 12
+    deployment = retrain_flow.to_deployment(name="retrain-weekly").apply()
+    params = _workspace(tmp_path / "r", batches, None, inbox_files=talk)
+    result = build_flow(str(params))(str(params), "d1")
+    assert result["drift"]["drift"] and result["drift"]["videos"] == 12, result["drift"]
+    assert sorted(result["accepted_videos"]) == sorted(talk) and not result["held_videos"]
+    batch = json.loads((tmp_path / "r" / "pool" / "d1" / "batch.json").read_text())
+    assert batch["retrain_due"] and batch["drift"]["action"] == "retrain"
+    assert result["retrain"].startswith("retrain requested: flow run"), result["retrain"]
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment])))
+    assert len(runs) == 1 and runs[0].state.is_scheduled() and "drift" in runs[0].tags
+    # what that run trains on: the training set holds the drifted batch
+    p = load_params(params)
+    todo = retrain.pending(tmp_path / "r", p.model_copy(update={"trainset": p.trainset.model_copy(
+        update={"pool": Path("pool")})}))
+    assert todo["run"] and todo["new_batches"] == ["d1"], todo
+    composition = trainset.assemble(p.trainset, p.benchmark)
+    assert composition["batches"] == ["d1"] and composition["sources"]["pool:d1"]["videos"] == 12
+
+    params = _workspace(tmp_path / "h", batches, None, inbox_files=talk, drift_action="hold")
+    held = build_flow(str(params))(str(params), "d2")
+    assert held["drift"]["drift"] and not held["accepted"] and sorted(held["held_videos"]) == sorted(talk)
+    assert not (tmp_path / "h" / "pool" / "d2").exists()
+    record = json.loads((tmp_path / "h" / "q" / "d2" / "reasons.json").read_text())
+    assert all(d["verdict"] == "held" and "held for review" in d["reasons"][0] for d in record["videos"].values())
 
 
 def test_dask_task_runner_extracts_the_same_clips(harness, batches, tmp_path):
@@ -142,6 +248,7 @@ def test_prefect_yaml_registers_both_deployments_with_schedules(tmp_path):
         out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
         lines = sorted(out.stdout.strip().splitlines())
         assert lines == ["ingest-nightly clpau-process None ['0 2 * * *'] [True]",
+                         "ingest-release clpau-process None [] []",
                          "retrain-weekly gpu 1 ['0 3 * * 0'] [True]"], out.stdout + out.stderr
     finally:
         os.killpg(server.pid, 15)

@@ -219,3 +219,13 @@ def test_retraining_loop_across_two_clones(dvc_repo, batches, harness, tmp_path,
     assert "lab_visit.mp4 is the labelled benchmark's video S001_T1" in reasons, reasons
     assert "S002_visit.mp4 is named as the labelled benchmark's evaluation subject S002" in reasons, reasons
     assert "again.mp4 came into the pool with batch b1" in reasons, reasons
+    # ... each video with its own reasons, and no release can put the evaluation subject's video into the pool
+    assert sorted(refused["quarantined_videos"]) == ["S002_visit.mp4", "again.mp4", "lab_visit.mp4"]
+    from clpau.config import load_params
+    from clpau.ingest import ReleaseError, release
+
+    p = load_params(a / "params.yaml")
+    with pytest.raises(ReleaseError, match="lab_visit.mp4 is the labelled benchmark's video S001_T1"):
+        release(p.flows.quarantine, p.trainset.pool, "b2", ["lab_visit.mp4"], "t", "looks fine", p.benchmark)
+    assert not list((a / "data" / "pool").glob("b2*"))
+    assert (a / "data" / "quarantine" / "b2" / "videos" / "lab_visit.mp4").exists()

@@ -168,7 +168,38 @@ def _validate(args, params) -> int:
           f"{summary['clips']} clips); data docs: {summary['docs']}")
     for f in summary["failed"]:
         print(f"  failed [{f['table']}] {f['reason']}", file=sys.stderr)
+    failing = {v: r for v, r in summary["per_video"].items() if r}
+    if failing:
+        print(f"  {len(failing)} of {summary['videos']} videos fail on their own (what ingest would quarantine):",
+              file=sys.stderr)
+        for reasons in failing.values():
+            print("    " + "; ".join(reasons), file=sys.stderr)
     return 0 if summary["success"] else 1
+
+
+def _ingest(args, params) -> int:
+    from .ingest import ReleaseError, quarantined, release
+
+    f = params.flows
+    if args.action == "list":
+        batches = quarantined(f.quarantine)
+        if not batches:
+            print(f"ingest: nothing in quarantine ({f.quarantine})")
+        for batch, record in batches.items():
+            print(f"{batch}:" + "".join(f" {r}" for r in record["batch_reasons"]))
+            for v, d in record["videos"].items():
+                state = f"released into {d['released']['to']}" if d.get("released") else d["verdict"]
+                print(f"  {v} [{state}]: " + "; ".join(d["reasons"]))
+        return 0
+    try:
+        r = release(f.quarantine, params.trainset.pool, args.batch, args.videos or None, args.by, args.reason,
+                    params.benchmark, version=not args.no_version)
+    except ReleaseError as err:
+        print(f"clpau ingest release: error: {err}", file=sys.stderr)
+        return 1
+    print(f"ingest: released {len(r['videos'])} videos of {args.batch} into {r['pool']} ({r['clips']} clips), by "
+          f"{r['released_by']}" + (f"; pool version committed: {r['commit'][:10]}" if r.get("commit") else ""))
+    return 0
 
 
 def _drift(args, params) -> int:
@@ -307,6 +338,24 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--encoder", type=Path, help="default: drift.encoder")
     dr.add_argument("--fail-on-drift", action="store_true", help="exit 1 when the batch drifted")
 
+    ing = sub.add_parser("ingest", help="quarantined batches: list them, release what a person approved",
+                         description="The ingest flow (flows/ingest.py) accepts each new video that passes the quality "
+                                     "gate and the guards and quarantines the others with their reasons "
+                                     "(flows.quarantine). `list` shows them; `release` moves approved videos into the "
+                                     "pool as batch <BATCH>-r<k> through the guards that nothing skips (evaluation "
+                                     "subjects of the labelled benchmark, videos the pool already holds) and records "
+                                     "who released them and why in its batch.json; in a DVC repo the pool gets a "
+                                     "new version (`dvc add`, a git commit).")
+    ing_sub = ing.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ing_sub.add_parser("list", help="quarantined batches, videos and reasons")
+    rel = ing_sub.add_parser("release", help="move approved quarantined videos into the training pool")
+    rel.add_argument("batch", metavar="BATCH", help="a quarantined batch (see `clpau ingest list`)")
+    rel.add_argument("videos", nargs="*", metavar="VIDEO",
+                     help="videos of the batch as listed (default: every video still waiting)")
+    rel.add_argument("--reason", required=True, help="why they may be trained on (recorded in batch.json)")
+    rel.add_argument("--by", help="who releases them (default: the login name)")
+    rel.add_argument("--no-version", action="store_true", help="do not `dvc add` the pool and commit its pointer")
+
     ex = sub.add_parser("extract", help="video files/folders -> aligned face clips (parquet tables + frame shards)",
                         description="Decode videos, follow the largest face, align it and cut clips of consecutive "
                                     "frames. Bad inputs become rows with a status; they never stop the batch. A "
@@ -327,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {"assets": _assets, "synth": _synth, "extract": _extract, "trainset": _trainset, "pretrain": _pretrain, "evaluate": _evaluate,
             "floor": _floor,
             "predict": _predict, "compare": _compare,
-            "validate": _validate, "drift": _drift}
+            "validate": _validate, "drift": _drift, "ingest": _ingest}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -265,6 +265,10 @@ class DriftParams(_Section):
     seed: int = 0
     min_reference_videos: int = Field(10, ge=2, description="a smaller training set is no reference: drift is then "
                                                              "not judged (said so), the batch is not held for it")
+    action: Literal["retrain", "hold"] = Field(
+        "retrain", description="what a drifted batch's videos that passed the quality gate get: `retrain` = accepted "
+        "and a retrain requested (new people, cameras, rooms are what retraining is for); `hold` = kept in "
+        "quarantine for a person to release (`clpau ingest release`)")
 
 
 class TrainsetParams(_Section):
@@ -290,6 +294,9 @@ class FlowsParams(_Section):
                                                       "None: git is not synced, only the DVC remote")
     promote_tolerance: float = Field(0.005, ge=0.0, description="a retrain is promoted unless its mean F1 is more "
                                                                  "than this below the promoted model's")
+    retrain_deployment: str | None = Field(
+        "retrain/retrain-weekly", description="the deployment an accepted drifted batch starts a run of "
+        "(drift.action: retrain); None, or none registered: the next scheduled retrain trains on it")
 
 
 with warnings.catch_warnings():  # the `validate` section shadows pydantic's deprecated BaseModel.validate: harmless

@@ -96,17 +96,20 @@ def detect_drift(ref: pd.DataFrame, cur: pd.DataFrame, p: DriftParams, html: Pat
             "reference_rows": len(ref), "current_rows": len(cur)}
 
 
-def run_drift(reference: Path, current: Path, p: DriftParams, out_dir: Path) -> dict:
+def run_drift(reference: Path, current: Path | list[Path], p: DriftParams, out_dir: Path) -> dict:
+    """`current`: one extract output, or several read as one (the single-video outputs of an ingest batch)."""
     from .data import load_clips
 
     ref_clips = load_clips([reference], span=1)
+    currents = list(current) if isinstance(current, (list, tuple)) else [current]
     try:
-        cur_clips = load_clips([current], span=1)
+        cur_clips = load_clips(currents, span=1)
     except ValueError:
-        raise ValueError(f"{current} has no face clip: nothing to compare (the quality gate fails it first)") from None
+        raise ValueError(f"{', '.join(map(str, currents))}: no face clip, nothing to compare (the quality gate "
+                         f"fails it first)") from None
     ref, cur = drift_tables(ref_clips, cur_clips, p)
     out_dir = Path(out_dir)
-    summary = {"reference": str(reference), "current": str(current),
+    summary = {"reference": str(reference), "current": ", ".join(map(str, currents)), "videos": len(cur),
                **detect_drift(ref, cur, p, out_dir / "drift.html")}
     write_json(out_dir / "drift.json", summary, sort_keys=False)
     return summary

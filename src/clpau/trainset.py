@@ -50,22 +50,22 @@ def evaluation_subjects(bench: BenchmarkParams) -> tuple[set[str], dict[str, str
     return subjects, hashes
 
 
-def benchmark_overlap(videos: pd.DataFrame, bench: BenchmarkParams) -> list[str]:
-    """Reasons, one per video of `videos` (an extract output's videos.parquet) that would bring an evaluation
-    subject of the labelled benchmark into pretraining: the same file as a benchmark video, or a name that puts it
-    on a benchmark subject."""
+def benchmark_overlap(videos: pd.DataFrame, bench: BenchmarkParams) -> dict[str, str]:
+    """{video: reason} for each video of `videos` (an extract output's videos.parquet) that would bring an
+    evaluation subject of the labelled benchmark into pretraining: the same file as a benchmark video, or a name
+    that puts it on a benchmark subject."""
     subjects, hashes = evaluation_subjects(bench)
-    reasons = []
+    reasons = {}
     for name, sha in zip(videos["video"], videos.get("sha256", pd.Series([None] * len(videos))), strict=True):
         stem = Path(str(name)).stem
         if sha and sha in hashes:
-            reasons.append(f"{Path(str(name)).name} is the labelled benchmark's video {hashes[sha]} (same sha256): "
-                           f"evaluation subjects must not be pretrained on")
+            reasons[name] = (f"{Path(str(name)).name} is the labelled benchmark's video {hashes[sha]} (same sha256): "
+                             f"evaluation subjects must not be pretrained on")
         elif stem in subjects or stem.split("_")[0] in subjects:
             who = stem if stem in subjects else stem.split("_")[0]
-            reasons.append(f"{Path(str(name)).name} is named as the labelled benchmark's evaluation subject {who} "
-                           f"({bench.folds}): evaluation subjects must not be pretrained on; rename it if it is "
-                           f"someone else")
+            reasons[name] = (f"{Path(str(name)).name} is named as the labelled benchmark's evaluation subject {who} "
+                             f"({bench.folds}): evaluation subjects must not be pretrained on; rename it if it is "
+                             f"someone else")
     return reasons
 
 
@@ -103,7 +103,7 @@ def assemble(p: TrainsetParams, bench: BenchmarkParams) -> dict:
         if batch is not None and (root / "videos.parquet").exists():
             refused = benchmark_overlap(pd.read_parquet(root / "videos.parquet"), bench)
             if refused:
-                raise TrainsetError(f"pool batch {batch.name}: " + "; ".join(refused)
+                raise TrainsetError(f"pool batch {batch.name}: " + "; ".join(refused.values())
                                     + f" — remove {batch} (and `dvc add {p.pool}`) to go on")
         clips, stats = source(name, root)
         parts.append(clips)
