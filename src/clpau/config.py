@@ -262,6 +262,8 @@ class DriftParams(_Section):
     encoder: Path = Path("models/encoder.pt")
     threshold: float = Field(0.3, gt=0, le=1, description="share of drifted columns that flags the batch")
     stattest_threshold: float = Field(0.01, gt=0, lt=1, description="p-value (or distance) per column")
+    feature_threshold: float = Field(0.001, ge=0, lt=1, description="a QC feature (drift.features) whose p-value is "
+                                     "below this flags the batch on its own (0 = only the share of columns)")
     seed: int = 0
     min_reference_videos: int = Field(10, ge=2, description="a smaller training set is no reference: drift is then "
                                                              "not judged (said so), the batch is not held for it")

@@ -8,7 +8,9 @@ each aggregated per video (the mean over its clips / sampled frames). Per video,
 their person, light and camera: tested clip by clip, any new batch of a few people looks "drifted" (measured: 5 of
 5 random splits of the training pool flagged), while the videos are the independent samples. One statistical test
 per column (Evidently's default for the sample size: K-S p-value), a column drifts below
-`drift.stattest_threshold`, and the batch is flagged when at least `drift.threshold` of the columns drift. Writes
+`drift.stattest_threshold`, and the batch is flagged when at least `drift.threshold` of the columns drift, or when
+one QC feature drifts at p < `drift.feature_threshold` (a lighting change moves brightness and sharpness, 2 of 13
+columns: measured, the share rule alone flagged 2 of 140 such batches; docs/operations.md, "Drift policy"). Writes
 an HTML report and a JSON summary.
 """
 
@@ -36,26 +38,37 @@ def sample_frames(clips: pd.DataFrame, n: int, seed: int) -> tuple[np.ndarray, n
     return np.stack(out), pick["video"].to_numpy()
 
 
+def video_embeddings(clips: pd.DataFrame, p: DriftParams, seed: int, net=None, meta=None) -> pd.DataFrame:
+    """Per video: the mean encoder embedding of `p.embedding_frames` frames sampled from its clips."""
+    from .evaluate import encode
+    from .pretrain import encoder_folds, load_encoder
+
+    if net is None:
+        net, meta = load_encoder(p.encoder, fold=0 if encoder_folds(p.encoder) else None)
+    frames, videos = sample_frames(clips, p.embedding_frames, seed)
+    return pd.DataFrame(encode(net, frames, meta["image_size"])).groupby(videos).mean()
+
+
+def project(ref: pd.DataFrame, cur: pd.DataFrame, components: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both sides' per-video embeddings on the reference's first principal components."""
+    mean = ref.to_numpy().mean(0)
+    _, _, vt = np.linalg.svd(ref.to_numpy() - mean, full_matrices=False)
+    basis = vt[:components].T
+    cols = [f"emb_pc{i}" for i in range(basis.shape[1])]
+    return (pd.DataFrame((ref.to_numpy() - mean) @ basis, columns=cols, index=ref.index),
+            pd.DataFrame((cur.to_numpy() - mean) @ basis, columns=cols, index=cur.index))
+
+
 def embedding_columns(ref_clips: pd.DataFrame, cur_clips: pd.DataFrame, p: DriftParams
                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per video: the mean encoder embedding of its sampled frames, projected on the reference's principal
     components."""
-    from .evaluate import encode
     from .pretrain import encoder_folds, load_encoder
 
     net, meta = load_encoder(p.encoder, fold=0 if encoder_folds(p.encoder) else None)
-    means = []
-    for clips, seed in ((ref_clips, p.seed), (cur_clips, p.seed + 1)):
-        frames, videos = sample_frames(clips, p.embedding_frames, seed)
-        emb = pd.DataFrame(encode(net, frames, meta["image_size"]))
-        means.append(emb.groupby(videos).mean())
-    ref, cur = means
-    mean = ref.to_numpy().mean(0)
-    _, _, vt = np.linalg.svd(ref.to_numpy() - mean, full_matrices=False)
-    basis = vt[: p.embedding_components].T
-    cols = [f"emb_pc{i}" for i in range(basis.shape[1])]
-    return (pd.DataFrame((ref.to_numpy() - mean) @ basis, columns=cols, index=ref.index),
-            pd.DataFrame((cur.to_numpy() - mean) @ basis, columns=cols, index=cur.index))
+    ref = video_embeddings(ref_clips, p, p.seed, net, meta)
+    cur = video_embeddings(cur_clips, p, p.seed + 1, net, meta)
+    return project(ref, cur, p.embedding_components)
 
 
 def drift_tables(ref_clips: pd.DataFrame, cur_clips: pd.DataFrame, p: DriftParams
@@ -91,7 +104,11 @@ def detect_drift(ref: pd.DataFrame, cur: pd.DataFrame, p: DriftParams, html: Pat
         with atomic_path(html) as tmp:
             snapshot.save_html(str(tmp))
     share = float(np.mean([c["drift"] for c in columns.values()])) if columns else 0.0
-    return {"drift": share >= p.threshold, "drifted_share": round(share, 4), "threshold": p.threshold,
+    # one QC feature far off (a new camera, a dark room) is drift however few columns move with it
+    alarms = [c for c, v in columns.items() if c in p.features and "p_value" in v["method"]
+              and v["value"] < p.feature_threshold]
+    return {"drift": share >= p.threshold or bool(alarms), "drifted_share": round(share, 4), "threshold": p.threshold,
+            "share_alarm": share >= p.threshold, "feature_alarms": alarms,
             "columns": columns, "drifted_columns": [k for k, c in columns.items() if c["drift"]],
             "reference_rows": len(ref), "current_rows": len(cur)}
 
