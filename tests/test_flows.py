@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import yaml
 
 from clpau.config import PretrainParams
@@ -204,52 +203,30 @@ def test_dask_task_runner_extracts_the_same_clips(harness, batches, tmp_path):
         assert a.read_bytes() == (batches["good"][1] / "frames" / key / "faces.npy").read_bytes()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_prefect_yaml_registers_both_deployments_with_schedules(tmp_path):
-    """`prefect deploy --all` against a real local server bound to 127.0.0.1 (as `make serve` does)."""
+def test_prefect_yaml_registers_its_deployments_with_schedules(harness, tmp_path):
+    """`prefect deploy --all` (the CLI, as `make serve` runs it) against the test harness's server on 127.0.0.1."""
     import subprocess
-    import time
-    import urllib.request
 
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    assert url.startswith("http://127.0.0.1:"), url
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": url,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
     prefect = str(Path(sys.executable).parent / "prefect")
-    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the Prefect server did not come up in 120 s")
-        for cmd in ([prefect, "work-pool", "create", "clpau-process", "--type", "process"],
-                    [prefect, "work-pool", "create", "gpu", "--type", "process"],
-                    [prefect, "--no-prompt", "deploy", "--all"]):
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-            assert proc.returncode == 0, proc.stdout + proc.stderr
-        script = ("from prefect.client.orchestration import get_client\n"
-                  "with get_client(sync_client=True) as c:\n"
-                  "    for d in c.read_deployments():\n"
-                  "        gcl = d.global_concurrency_limit\n"
-                  "        print(d.name, d.work_pool_name, gcl.limit if gcl else None, "
-                  "[s.schedule.cron for s in d.schedules], [s.active for s in d.schedules])\n")
-        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
-        lines = sorted(out.stdout.strip().splitlines())
-        assert lines == ["ingest-nightly clpau-process None ['0 2 * * *'] [True]",
-                         "ingest-release clpau-process None [] []",
-                         "retrain-weekly gpu 1 ['0 3 * * 0'] [True]"], out.stdout + out.stderr
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+    for cmd in ([prefect, "work-pool", "create", "clpau-process", "--type", "process"],
+                [prefect, "work-pool", "create", "gpu", "--type", "process"],
+                [prefect, "--no-prompt", "deploy", "--all"]):
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    script = ("from prefect.client.orchestration import get_client\n"
+              "with get_client(sync_client=True) as c:\n"
+              "    for d in c.read_deployments():\n"
+              "        gcl = d.global_concurrency_limit\n"
+              "        print(d.name, d.work_pool_name, gcl.limit if gcl else None, "
+              "[s.schedule.cron for s in d.schedules], [s.active for s in d.schedules])\n")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    lines = sorted(out.stdout.strip().splitlines())
+    assert lines == ["ingest-nightly clpau-process None ['0 2 * * *'] [True]",
+                     "ingest-release clpau-process None [] []",
+                     "retrain-weekly gpu 1 ['0 3 * * 0'] [True]"], out.stdout + out.stderr
