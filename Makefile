@@ -70,8 +70,8 @@ compare: repro
 	  --keep 'Experiment|Created|pretrain.method|pretrain.seed|f1_mean|f1_std|identity_leakage|same_subject_nn|cross_subject_knn_f1|subject_variance_share|encoder_step'
 	$(BIN)/clpau compare --out reports/compare.md
 
-# A local Prefect server (127.0.0.1 only), both work pools (clpau-process: ingest; gpu: retraining), both
-# deployments of prefect.yaml and a worker per pool. On a separate training machine run only the gpu worker there.
+# A local Prefect server (127.0.0.1 only), both work pools (clpau-process: ingest; gpu: retraining), the
+# deployments of prefect.yaml (ingest-nightly, ingest-release, retrain-weekly) and a worker per pool. On a separate training machine run only the gpu worker there.
 # UI: http://127.0.0.1:4200 . Ctrl-C stops worker and server.
 PREFECT_PORT ?= 4200
 serve: venv
