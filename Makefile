@@ -36,8 +36,12 @@ pool:
 	mkdir -p data/pool
 	test -e data/pool/README.txt || echo "$(POOL_README)" > data/pool/README.txt
 
+# The suite runs in one pytest-xdist process per usable CPU (the affinity mask and cgroup quota, at most 4: each
+# process builds its own fixtures); the flows' tests share one of them (tests/conftest.py). TEST_WORKERS=0: in this
+# process only.
+TEST_WORKERS ?= $(shell $(BIN)/python -c "from clpau.hardware import usable_cpus; print(min(4, usable_cpus()))")
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lint: venv
 	$(BIN)/ruff check src tests bench flows

@@ -22,6 +22,18 @@ from clpau.assets import AssetPaths, fetch_assets  # noqa: E402
 from clpau.config import AssetsParams, ExtractParams  # noqa: E402
 from clpau.extract import run_extract  # noqa: E402
 
+# Tests that share the costly session fixtures of the flows (the batches, Prefect's harness, the DVC repo) run in one
+# xdist worker; every other module in one worker of its own choosing, so its module fixtures are built once.
+SHARED_FLOW_FIXTURES = {"batches", "harness", "dvc_repo"}
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        shared = SHARED_FLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.xdist_group("flows" if shared else item.module.__name__))
+
 
 @pytest.fixture(scope="session")
 def assets(tmp_path_factory) -> AssetPaths:

@@ -92,11 +92,24 @@ def test_bad_batch_is_quarantined_with_the_failing_expectations(harness, batches
     assert table and "brightness" in table[0].data
 
 
-def test_a_mixed_inbox_of_real_video_is_decided_video_by_video(harness, batches, real_videos, tmp_path, capsys):
+def _cli(*argv: str) -> tuple[int, str, str]:
+    """`clpau ARGV` in this process: (exit status, stdout, stderr). Not capsys: Prefect's log handler, set up
+    during a test, would keep capsys's stream after that test closed it."""
+    import contextlib
+    import io
+
+    from clpau.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_a_mixed_inbox_of_real_video_is_decided_video_by_video(harness, batches, real_videos, tmp_path):
     """Real faces: two good videos are accepted while a video with the face in 43 % of its frames, a dark room and
     an evaluation subject's namesake are quarantined, each with its own reason naming the file; a person releases
     the interview (recorded in batch.json), the evaluation subject cannot be released."""
-    from clpau.cli import main
     from flows.ingest import build_flow
 
     talk = sorted(real_videos["talk"].glob("*.mp4"))
@@ -123,22 +136,21 @@ def test_a_mixed_inbox_of_real_video_is_decided_video_by_video(harness, batches,
     assert len(tables) == 1 and all(v in tables[0] for v in ("anna_talk.mp4", "dark_room.mp4", "S003_home.mp4"))
 
     # a person reviews the interview and releases it; the evaluation subject's namesake cannot be released
-    assert main(["--params", str(params), "ingest", "release", "m1", "bob_interview.mp4", "--by", "alice",
-                 "--reason", "face on screen in every clip used", "--no-version"]) == 0
+    p = str(params)
+    assert _cli("--params", p, "ingest", "release", "m1", "bob_interview.mp4", "--by", "alice",
+                "--reason", "face on screen in every clip used", "--no-version")[0] == 0
     released = json.loads((tmp_path / "pool" / "m1-r1" / "batch.json").read_text())
     assert released["videos"] == ["bob_interview.mp4"] and released["released_by"] == "alice"
     assert released["release_reason"] == "face on screen in every clip used"
     assert released["held_for"]["bob_interview.mp4"] == ["bob_interview.mp4: a face in 43% of frames (gate: 50%)"]
     assert (tmp_path / "pool" / "m1-r1" / "videos" / "bob_interview.mp4").exists() and released["clips"] > 0
-    assert main(["--params", str(params), "ingest", "release", "m1", "S003_home.mp4", "--reason", "it is not S003",
-                 "--no-version"]) == 1
-    assert "evaluation subject S003" in capsys.readouterr().err
+    code, _, err = _cli("--params", p, "ingest", "release", "m1", "S003_home.mp4", "--reason", "it is not S003",
+                        "--no-version")
+    assert code == 1 and "evaluation subject S003" in err, err
     assert not (tmp_path / "pool" / "m1-r2").exists() and (tmp_path / "q" / "m1" / "videos" / "S003_home.mp4").exists()
-    assert main(["--params", str(params), "ingest", "release", "m1", "anna_talk.mp4", "--reason", "x",
-                 "--no-version"]) == 1  # accepted, not waiting in quarantine
-    assert "not waiting in quarantine/m1: anna_talk.mp4" in capsys.readouterr().err
-    main(["--params", str(params), "ingest", "list"])
-    listed = capsys.readouterr().out
+    code, _, err = _cli("--params", p, "ingest", "release", "m1", "anna_talk.mp4", "--reason", "x", "--no-version")
+    assert code == 1 and "not waiting in quarantine/m1: anna_talk.mp4" in err, err  # it was accepted
+    listed = _cli("--params", p, "ingest", "list")[1]
     assert "bob_interview.mp4 [released into m1-r1]" in listed and "S003_home.mp4 [quarantined]" in listed
 
 

