@@ -39,6 +39,17 @@ def test_bad_batch_fails_with_a_reason_per_expectation(batches, tmp_path):
     failed = json.loads((tmp_path / "validation.json").read_text())["failed"]
     assert {(f["table"], f["column"]) for f in failed} >= {("videos", "status"), ("videos", "face_share"),
                                                           ("clips", "brightness")}
+    # each video's own reasons, named, beside the batch's: what the ingest flow quarantines them for
+    summary = json.loads((tmp_path / "validation.json").read_text())
+    own = {v.rsplit("/", 1)[-1]: r for v, r in summary["per_video"].items()}
+    assert own["noise.mp4"] == ["noise.mp4: no face clip (no_face: " + videos.set_index(
+        videos["video"].str.rsplit("/", n=1).str[-1]).loc["noise.mp4", "error"] + ")"]
+    assert own["tiny.mp4"][0].startswith("tiny.mp4: no face clip (face_too_small")
+    assert any(r.startswith("dark_room.mp4: ") and "brightness" in r for r in own["dark_room.mp4"]), own
+    assert summary["videos_passed"] == 0 and summary["batch_failed"] == [
+        "1 of 4 videos give face clips (gate: at least 50%): the batch is mostly unusable, every video of it is held "
+        "back"]
+    assert "dark_room.mp4: " in proc.stderr and "4 of 4 videos fail on their own" in proc.stderr
 
 
 def test_dark_and_duplicate_videos_are_named(batches, tmp_path):
@@ -53,6 +64,11 @@ def test_dark_and_duplicate_videos_are_named(batches, tmp_path):
     s = run_validate(tmp_path / "twice_clips", ValidateParams(), tmp_path / "dup")
     assert [f["column"] for f in s["failed"]] == ["sha256"], s["failed"]
     assert "no duplicate video" in s["failed"][0]["reason"]
+    # per video: the first copy passes, the second is named as its duplicate; not a batch-wide failure
+    own = {v.rsplit("/", 1)[-1]: r for v, r in s["per_video"].items()}
+    assert own["a.mp4"] == [] and len(own["b.mp4"]) == 1 and own["b.mp4"][0].startswith(
+        "b.mp4: the same file as a.mp4 in this batch"), own
+    assert s["batch_failed"] == []
 
 
 def test_drift_flags_a_lighting_shift_and_not_new_people(batches, tmp_path):
