@@ -183,7 +183,8 @@ def test_a_drifted_batch_of_real_faces_is_retrained_on_or_held(harness, batches,
     p = load_params(params)
     todo = retrain.pending(tmp_path / "r", p.model_copy(update={"trainset": p.trainset.model_copy(
         update={"pool": Path("pool")})}))
-    assert todo["run"] and todo["new_batches"] == ["d1"], todo
+    assert todo["run"] and todo["new_batches"] == ["d1"] and todo["drifted_batches"] == ["d1"], todo
+    assert todo["reason"] == "new accepted batches: d1 (drifted from the training set: d1)"
     composition = trainset.assemble(p.trainset, p.benchmark)
     assert composition["batches"] == ["d1"] and composition["sources"]["pool:d1"]["videos"] == 12
 

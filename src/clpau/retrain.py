@@ -75,7 +75,10 @@ def pending(ws: Path, params: Params) -> dict:
         return {"run": False, "new_batches": [],
                 "reason": f"no new accepted data: the promoted model ({promoted['experiment']}) was trained on "
                           f"every batch in the pool ({', '.join(pool) or 'none'}); nothing to retrain"}
-    return {"run": True, "new_batches": new, "reason": f"new accepted batches: {', '.join(new)}"}
+    drifted = [b for b in new if (_read(Path(ws) / params.trainset.pool / b / "batch.json") or {}).get("retrain_due")]
+    return {"run": True, "new_batches": new, "drifted_batches": drifted,
+            "reason": f"new accepted batches: {', '.join(new)}"
+                      + (f" (drifted from the training set: {', '.join(drifted)})" if drifted else "")}
 
 
 def experiment_name() -> str:
