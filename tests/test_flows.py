@@ -184,7 +184,7 @@ def test_a_drifted_batch_of_real_faces_is_retrained_on_or_held(harness, batches,
     todo = retrain.pending(tmp_path / "r", p.model_copy(update={"trainset": p.trainset.model_copy(
         update={"pool": Path("pool")})}))
     assert todo["run"] and todo["new_batches"] == ["d1"] and todo["drifted_batches"] == ["d1"], todo
-    assert todo["reason"] == "new accepted batches: d1 (drifted from the training set: d1)"
+    assert todo["reason"] == "no promoted model yet (drifted from the training set: d1)", todo
     composition = trainset.assemble(p.trainset, p.benchmark)
     assert composition["batches"] == ["d1"] and composition["sources"]["pool:d1"]["videos"] == 12
 

@@ -63,22 +63,20 @@ def lineage(ws: Path) -> dict | None:
 
 
 def pending(ws: Path, params: Params) -> dict:
-    """{run: bool, reason, new_batches}: run when no model is promoted yet or the pool holds batches the promoted
-    model was not trained on."""
+    """{run: bool, reason, new_batches, drifted_batches}: run when no model is promoted yet or the pool holds batches
+    the promoted model was not trained on (those the ingest flow found drifted are named)."""
     pool = [b.name for b in pool_batches(Path(ws) / params.trainset.pool)]
     promoted = lineage(ws)
-    if promoted is None:
-        return {"run": True, "new_batches": pool, "reason": "no promoted model yet"}
-    trained = set(promoted["trainset"]["batches"])
+    trained = set(promoted["trainset"]["batches"]) if promoted else set()
     new = [b for b in pool if b not in trained]
-    if not new:
-        return {"run": False, "new_batches": [],
+    if promoted is not None and not new:
+        return {"run": False, "new_batches": [], "drifted_batches": [],
                 "reason": f"no new accepted data: the promoted model ({promoted['experiment']}) was trained on "
                           f"every batch in the pool ({', '.join(pool) or 'none'}); nothing to retrain"}
     drifted = [b for b in new if (_read(Path(ws) / params.trainset.pool / b / "batch.json") or {}).get("retrain_due")]
+    reason = "no promoted model yet" if promoted is None else f"new accepted batches: {', '.join(new)}"
     return {"run": True, "new_batches": new, "drifted_batches": drifted,
-            "reason": f"new accepted batches: {', '.join(new)}"
-                      + (f" (drifted from the training set: {', '.join(drifted)})" if drifted else "")}
+            "reason": reason + (f" (drifted from the training set: {', '.join(drifted)})" if drifted else "")}
 
 
 def experiment_name() -> str:
