@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from clpau.backbone import max_pool_3x3_s2, resnet18, resnet_small
-from clpau.clp import CLP, cir_losses, tcl_loss, temporal_margin
+from clpau.cir import cir_losses
+from clpau.clp import CLP
+from clpau.tcl import tcl_loss, temporal_margin
 
 
 def test_resnet18_matches_torchvision_size():
@@ -149,7 +151,7 @@ def test_cir_every_skips_cir_and_the_optimizer_leaves_its_networks_alone_in_betw
     first["loss"].backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
-    cir_nets = [*net.decoder.parameters(), *net.identity_encoder.parameters()]
+    cir_nets = [*net.cir.decoder.parameters(), *net.cir.identity_encoder.parameters()]
     after_cir = [p.detach().clone() for p in cir_nets]
     encoder_before = [p.detach().clone() for p in net.encoder.parameters()]
     second = net(x, x, torch.tensor([2, 3]), other)

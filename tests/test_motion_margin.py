@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clpau.clp import tcl_loss
 from clpau.config import ConfigError, PretrainParams, parse_params
 from clpau.data import ClipDataset, crop_landmarks, landmark_motion
+from clpau.tcl import tcl_loss
 
 
 def test_landmark_motion_is_the_mean_inner_landmark_distance():

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clpau.clp import tcl_loss
 from clpau.config import ConfigError, PretrainParams, parse_params
+from clpau.tcl import tcl_loss
 from clpau.time_contrast import time_contrastive_loss
 
 

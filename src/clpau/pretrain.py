@@ -26,12 +26,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from .backbone import build_backbone
-from .clp import CLP, Projector, tcl_loss
+from .clp import CLP, Projector
 from .config import BenchmarkParams, ConfigError, PretrainParams
 from .data import ClipDataset, collate, finish_views
 from .fileio import hash_modules, save_torch
 from .hardware import device_type, resolve_precision
 from .simclr import nt_xent
+from .tcl import tcl_loss
 from .time_contrast import time_contrastive_loss
 
 FRAME_METHODS = {"simclr", "moco"}
@@ -141,7 +142,8 @@ def epoch_loader(dataset, batch: int, num_workers: int, seed: int, epoch: int = 
 
 
 LOGGED_TERMS = ("loss", "nce", "rank", "self", "swap", "cycle", "id", "queue_fill")
-TRAINING_CODE = ("pretrain.py", "clp.py", "simclr.py", "time_contrast.py", "data.py", "backbone.py")
+TRAINING_CODE = ("pretrain.py", "clp.py", "tcl.py", "cir.py", "simclr.py", "time_contrast.py", "data.py",
+                 "backbone.py")
 
 
 def colour_on_host(colour_on: str, device_type: str, crop_on: str = "loader") -> bool:

@@ -1,7 +1,7 @@
 """Time-contrastive TCL: another honest reading of CLP's "frame-wise discriminative within a short clip" (DESIGN §2,
 reading (c)), selected with `pretrain.tcl_variant: time_contrast`.
 
-The margin reading (`clp.tcl_loss`) makes *every* other frame of the clip a negative, the next frame included — and on
+The margin reading (`tcl.tcl_loss`) makes *every* other frame of the clip a negative, the next frame included — and on
 the synthetic corpus 84 % of the in-clip pairs at the default span show the same evaluated facial action
 (docs/results.md). Here time decides the pairs instead, as in time-contrastive networks (Sermanet et al., ICRA 2018):
 frames close in time share their facial action, frames far apart need not:
@@ -28,7 +28,7 @@ def time_contrastive_loss(q: torch.Tensor, k: torch.Tensor, clip_ids: torch.Tens
                           neg_window: int = 3, identity: torch.Tensor | None = None,
                           queue_identity: torch.Tensor | None = None) -> dict:
     """q, k: (B, T, d) L2-normalised queries and keys of B clips of T frames; clip_ids (B,); queue (K, d) with its
-    clip ids (−1 = empty slot), as `clp.tcl_loss` takes them (also `identity`/`queue_identity` for same-person
+    clip ids (−1 = empty slot), as `tcl.tcl_loss` takes them (also `identity`/`queue_identity` for same-person
     negatives). Returns loss (= nce), a zero `rank` (no ranking term here), and the logits of every anchor with its
     own key in column 0."""
     if not 0 <= pos_window < neg_window:
