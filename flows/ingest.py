@@ -34,8 +34,7 @@ def extract_video(video: Path, parts_dir: Path, params: Params) -> Path:
 
 
 @task(name="quality-gate")
-def quality_gate(parts: list[Path], params: Params, out: Path) -> dict:
-    videos, clips = ingest.read_parts(parts)
+def quality_gate(videos: pd.DataFrame, clips: pd.DataFrame, params: Params, out: Path) -> dict:
     return validate_tables(videos, clips, params.validate, out, name=Path(out).parent.parent.name, data=str(out))
 
 
@@ -159,9 +158,9 @@ def _ingest(params_file: str = "params.yaml", batch: str | None = None) -> dict:
     log.info(f"batch {name}: {len(videos)} videos")
     futures = [extract_video.with_options(retries=f.retries).submit(v, root / "parts", params) for v in videos]
     parts = {v.relative_to(root / "videos").as_posix(): fut.result() for v, fut in zip(videos, futures, strict=True)}
-    table, _ = ingest.read_parts(list(parts.values()))
-    keys = {v: pd.read_parquet(part / "videos.parquet")["video"].iloc[0] for v, part in parts.items()}
-    validation = quality_gate(list(parts.values()), params, root / "reports" / "validate")
+    table, clips = ingest.read_parts(list(parts.values()))  # one row per part, in the parts' order
+    keys = dict(zip(parts, table["video"], strict=True))
+    validation = quality_gate(table, clips, params, root / "reports" / "validate")
     pool = params.trainset.pool
     batch_refused = [f"batch: a batch named {name} is already in {pool}"] if (Path(pool) / name).exists() else []
     decision = ingest.decide(validation, keys, ingest.guards(table, pool, params.benchmark), batch_refused, table)
