@@ -41,6 +41,7 @@ from .config import BenchmarkParams, Params
 from .extract import VIDEO_EXTENSIONS, run_extract
 from .fileio import write_json, write_parquet
 from .trainset import benchmark_overlap, pool_batches, source
+from .validate import video_table
 
 ACCEPTED, QUARANTINED, HELD = "accepted", "quarantined", "held"
 
@@ -130,16 +131,15 @@ def decide(validation: dict, keys: dict[str, str], guarded: dict[str, list[str]]
     """Each video's verdict and reasons. `keys`: the batch's name of each video -> its key in the validation and
     the guards (the extract's `video` column); `videos`: the extract's videos table (figures for the report)."""
     batch_reasons = list(batch_refused) + [f"batch: {r}" for r in validation["batch_failed"]]
-    rows = videos.set_index("video")
+    rows = videos.assign(face_share=video_table(videos)["face_share"]).set_index("video")
     verdicts = {}
     for name, key in keys.items():
         own = list(validation["per_video"].get(key, [])) + guarded.get(key, [])
         if batch_reasons and not own:
             own = ["held back with its batch: " + "; ".join(batch_reasons)]
         row = rows.loc[key] if key in rows.index else None
-        frames = int(row["frames"]) if row is not None else 0
         verdicts[name] = {"verdict": QUARANTINED if own else ACCEPTED, "reasons": own,
-                          "face_share": round(int(row["face_frames"]) / frames, 4) if frames else 0.0,
+                          "face_share": round(float(row["face_share"]), 4) if row is not None else 0.0,
                           "clips": int(row["n_clips"]) if row is not None and pd.notna(row["n_clips"]) else 0}
     return {"batch_reasons": batch_reasons, "videos": verdicts, "drift": None}
 

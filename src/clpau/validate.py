@@ -93,7 +93,7 @@ def _batch_reason(failure: dict, videos: pd.DataFrame, p: ValidateParams) -> str
 
 
 def video_reasons(videos: pd.DataFrame, clips: pd.DataFrame, failing: dict[tuple[str, str], list],
-                  p: ValidateParams) -> dict[str, list[str]]:
+                  p: ValidateParams, clip_checks: list[tuple[str, str, object]]) -> dict[str, list[str]]:
     """Each video's own reasons, naming the file and the figure. `failing`: (table, column) -> GX's unexpected
     rows ({"video": ..., column: value}) of every row check."""
     name = {v: Path(str(v)).name for v in videos["video"]}
@@ -116,7 +116,7 @@ def video_reasons(videos: pd.DataFrame, clips: pd.DataFrame, failing: dict[tuple
             first[sha] = v
     per_video = clips.groupby("video").size() if len(clips) else pd.Series(dtype=int)
     descriptions = {e.column: (d, 1.0 if getattr(e, "mostly", None) is None else e.mostly)
-                    for d, scope, e in expectations(p)["clips"] if scope == "clip"}
+                    for d, scope, e in clip_checks if scope == "clip"}
     for (table, column), rows in failing.items():
         if table != "clips" or column not in descriptions:
             continue
@@ -157,7 +157,8 @@ def validate_tables(videos: pd.DataFrame, clips: pd.DataFrame, p: ValidateParams
     ctx.variables.save()
     source = ctx.data_sources.add_pandas(name)
     failed, checked, failing = [], 0, {}
-    for table, items in expectations(p).items():
+    suites = expectations(p)
+    for table, items in suites.items():
         batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
         suite = ctx.suites.add(gx.ExpectationSuite(name=f"{name}.{table}"))
         for _, _, e in items:
@@ -183,7 +184,7 @@ def validate_tables(videos: pd.DataFrame, clips: pd.DataFrame, p: ValidateParams
                     failed.append({"table": table, "expectation": cfg.type, "column": column, "scope": scope,
                                    "reason": _reason(d, r)})
     docs = next(iter(out_dir.glob("gx/uncommitted/data_docs/*/index.html")), None)
-    reasons = video_reasons(tables["videos"], tables["clips"], failing, p)
+    reasons = video_reasons(tables["videos"], tables["clips"], failing, p, suites["clips"])
     summary = {"data": data, "success": not failed, "checked": checked, "failed": failed,
                "batch_failed": [_batch_reason(f, tables["videos"], p) for f in failed
                                 if f["scope"] == "batch" and f["column"] != "sha256"],
