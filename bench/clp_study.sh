@@ -22,6 +22,7 @@ declare -A READING=(
   [clp-motion-8x4]="-S pretrain.method=clp -S pretrain.frame_stride=4 -S pretrain.key_encoder=momentum -S pretrain.margin_by=motion"       # (d)
   [clp-online-8x1]="-S pretrain.method=clp -S pretrain.frame_stride=1 -S pretrain.key_encoder=online"     # (e)
   [clp-online-8x4]="-S pretrain.method=clp -S pretrain.frame_stride=4 -S pretrain.key_encoder=online"     # (e)+(b)
+  [clp-online-8x4-store]="-S pretrain.method=clp -S pretrain.frame_stride=4 -S pretrain.key_encoder=online -S pretrain.data=[data/store]"  # (e)+(b) from the JPEG clip store
   [tcl-online-8x4]="-S pretrain.method=tcl -S pretrain.frame_stride=4 -S pretrain.key_encoder=online"     # CIR off
   [tcl-8x4]="-S pretrain.method=tcl -S pretrain.frame_stride=4 -S pretrain.key_encoder=momentum"                                          # CIR off
 )

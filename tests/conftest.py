@@ -75,6 +75,16 @@ def synth_clips(assets, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def synth_store(synth_clips, tmp_path_factory) -> Path:
+    """`synth_clips` as a clip store of one chunk per video (48 frames: 4 chunks of 5 clips)."""
+    from clpau.store import write_store
+
+    out = tmp_path_factory.mktemp("store") / "store"
+    write_store([synth_clips], out, chunk_frames=48, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def batches(assets, tmp_path_factory):
     """Real extract outputs for the quality gate, drift and the flows: a training `pool` (24 synthetic people), a
     `good` batch of 8 new people, the same 8 videos darkened (`dark`: a lighting shift) and a `bad` batch (the

@@ -71,11 +71,12 @@ def test_cir_terms_are_logged_when_no_logging_step_is_a_cir_step(synth_clips, tm
     assert {"self", "swap", "cycle", "nce"} <= set(logged)
 
 
-def test_ddp_two_cpu_processes_share_one_queue(synth_clips, tmp_path):
-    """The same command under DDP: Fabric starts a second process (gloo on CPU here, NCCL on GPUs), each rank
-    trains on its share of the clips, and the queue gathers the keys of both ranks. Step 1 trains CIR, step 2 leaves
-    its networks without a gradient, and step 3 is where DDP would fail if it did not expect that."""
-    p = _params(tmp_path, synth_clips, method="clp", max_steps=3, accelerator="cpu", devices=2, strategy="ddp")
+def test_ddp_two_cpu_processes_share_one_queue(synth_clips, synth_store, tmp_path):
+    """The same command under DDP, reading a clip store: Fabric starts a second process (gloo on CPU here, NCCL on
+    GPUs), each rank trains on the clips of its own chunks, and the queue gathers the keys of both ranks. Step 1
+    trains CIR, step 2 leaves its networks without a gradient, and step 3 is where DDP would fail if it did not
+    expect that."""
+    p = _params(tmp_path, synth_store, method="clp", max_steps=3, accelerator="cpu", devices=2, strategy="ddp")
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump({"pretrain": p.model_dump(mode="json")}))
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1"}
@@ -135,10 +136,14 @@ def test_the_checkpoint_fingerprint_holds_the_resolved_precision(synth_clips, tm
     assert fingerprint(auto) != fingerprint(auto.model_copy(update={"precision": other}))
 
 
-def test_kill_and_resume_from_checkpoint_trains_what_an_uninterrupted_run_trains(synth_clips, tmp_path):
+@pytest.mark.parametrize("source", ["shards", "store"])
+def test_kill_and_resume_from_checkpoint_trains_what_an_uninterrupted_run_trains(source, synth_clips, synth_store,
+                                                                                 tmp_path):
     # checkpoints every 3 steps, 5 batches an epoch (20 clips of 4): a kill lands mid-epoch, and the resumed run
-    # must go on with the very batches, augmentations and CIR steps the uninterrupted run had next
-    p = _params(tmp_path / "killed", synth_clips, max_steps=24, ckpt_every=3, cir_every=4)
+    # must go on with the very batches, augmentations and CIR steps the uninterrupted run had next — reading
+    # extract's shards or a clip store
+    p = _params(tmp_path / "killed", synth_clips if source == "shards" else synth_store, max_steps=24, ckpt_every=3,
+                cir_every=4)
     assert len(ClipDataset(p.data, clip_len=p.clip_len)) == 20  # the 5 batches an epoch assumed above
     cmd = _pretrain_command(p)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -62,6 +62,24 @@ def _trainset(args, params) -> int:
     return 0
 
 
+def _store(args, params) -> int:
+    from .store import write_store
+
+    p = params.store
+    sources = args.sources or p.sources
+    out = args.out or p.out_dir
+    try:
+        s = write_store(sources, out, quality=args.quality or p.quality, chunk_mb=p.chunk_mb, workers=p.workers,
+                        progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"clpau store: error: {err}", file=sys.stderr)
+        return 1
+    print(f"store: {s['clips']} clips, {s['frames']} frames as JPEG q{s['quality']} -> {out} ({s['chunks']} chunks, "
+          f"{s['jpeg_bytes'] / 2**20:.1f} MiB, {s['bytes_per_frame']:.0f} bytes a frame: "
+          f"{s['raw_bytes_per_frame'] / s['bytes_per_frame']:.1f}x fewer than raw; {s['seconds']:.1f} s)")
+    return 0
+
+
 def _synth(args, params) -> int:
     from .synth import preview, run_synth
 
@@ -270,6 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
                                "trainset.metrics. Stops, naming the video, when a pool video is one of the labelled "
                                "benchmark's videos or is named as one of its evaluation subjects.")
 
+    st = sub.add_parser("store", help="extract output -> a compressed clip store (JPEG frames in LitData chunks) to "
+                                      "train from a folder or stream from an object store",
+                        description="Write every frame of the clips of store.sources (extract output folders, or "
+                                    "the training set) as a JPEG of quality store.quality into LitData chunks of "
+                                    "store.chunk_mb in store.out_dir, with the clip table and the landmarks. Name "
+                                    "the folder in pretrain.data to train from it; copy it to an object store "
+                                    "(s3://bucket/store) and name that to stream it (docs/scale.md).")
+    st.add_argument("sources", nargs="*", type=Path, help="extract output folders (default: store.sources)")
+    st.add_argument("--out", type=Path, help="default: store.out_dir")
+    st.add_argument("--quality", type=int, help="JPEG quality 1-100 (default: store.quality)")
+    st.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
     pt = sub.add_parser("pretrain", help="pretraining: clp, its ablations tcl and cir, simclr, moco, random; supervised (upper bound)",
                         description="Train an encoder on the clips of pretrain.data with Lightning Fabric; writes "
                                     "pretrain.out_dir/encoder.pt, checkpoints (a rerun resumes from the last) and "
@@ -373,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"assets": _assets, "synth": _synth, "extract": _extract, "trainset": _trainset, "pretrain": _pretrain, "evaluate": _evaluate,
+COMMANDS = {"assets": _assets, "synth": _synth, "extract": _extract, "trainset": _trainset, "store": _store, "pretrain": _pretrain, "evaluate": _evaluate,
             "floor": _floor,
             "predict": _predict, "compare": _compare,
             "validate": _validate, "drift": _drift, "ingest": _ingest}

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
+STORE_PREFIXES = ("s3://", "gs://", "azure://", "local:")  # object stores LitData reads (local: a folder as one)
+
+
+def _data_root(value: Any) -> Any:
+    """A folder as a Path; an object-store URL kept as written (Path would fold its `//`)."""
+    return value if isinstance(value, str) and value.startswith(STORE_PREFIXES) else Path(value)
+
+
+DataRoot = Annotated[Path | str, BeforeValidator(_data_root)]
 
 
 class ConfigError(ValueError):
@@ -126,7 +135,9 @@ class BenchmarkParams(_Section):
 
 class PretrainParams(_Section):
     method: Literal["clp", "tcl", "cir", "simclr", "moco", "random", "supervised"] = "clp"
-    data: list[Path] = [Path("data/trainset")]
+    data: list[DataRoot] = Field([Path("data/trainset")], description="extract output folders, or clip stores "
+                                 "(`clpau store`): a folder, or s3://… / local:… streamed into store_cache")
+    store_cache: Path = Field(Path("data/cache/store"), description="where the chunks of a streamed store are kept")
     out_dir: Path = Path("models")
     live_dir: Path = Path("dvclive/pretrain")
     backbone: Literal["resnet_small", "resnet18"] = "resnet_small"
@@ -281,6 +292,17 @@ class TrainsetParams(_Section):
     metrics: Path = Path("metrics/trainset.json")
 
 
+class StoreParams(_Section):
+    """`clpau store`: extract output -> a compressed clip store for streaming (store.py)."""
+    sources: list[Path] = [Path("data/trainset")]
+    out_dir: Path = Path("data/store")
+    quality: int = Field(90, ge=1, le=100, description="JPEG quality of every frame (docs/performance.md: q90 keeps "
+                                                       "37.7-39.9 dB at 8.6-9.2x fewer bytes than raw)")
+    chunk_mb: float = Field(16, gt=0, description="LitData chunk size; a DDP process reads whole chunks of its own, so "
+                                                  "a store needs at least as many chunks as processes")
+    workers: int = Field(2, ge=1, description="processes encoding shards")
+
+
 class FlowsParams(_Section):
     """Prefect flows (flows/): where new videos arrive, where accepted ones go, how tasks run."""
     inbox: Path = Path("data/inbox")
@@ -314,6 +336,7 @@ with warnings.catch_warnings():  # the `validate` section shadows pydantic's dep
         validate: ValidateParams = ValidateParams()
         drift: DriftParams = DriftParams()
         trainset: TrainsetParams = TrainsetParams()
+        store: StoreParams = StoreParams()
         flows: FlowsParams = FlowsParams()
 
 

@@ -10,7 +10,11 @@ place of facial action — with it off, `tcl` learned nothing a linear AU probe 
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate, get_worker_info
+
+from .config import STORE_PREFIXES
 
 MEAN, STD = 0.5, 0.25
 
@@ -46,17 +52,32 @@ def track_reach(clips: pd.DataFrame) -> np.ndarray:
     return reach
 
 
-def load_clips(roots: list[Path | str], span: int) -> pd.DataFrame:
-    """Clips of every extract output folder that hold at least `span` frames, with absolute shard paths. A clip
-    shorter than `span` counts with the frames of its face track that follow it (`track_reach`), so a span longer
-    than extract's clip_len (e.g. 8 frames at stride 4) needs no new extraction."""
+def clip_table(root: Path | str, cache_dir: Path | str | None = None) -> Path:
+    """The clips.parquet of an extract output folder or a clip store (a streamed store's fetched into the cache)."""
+    return JpegStore(root, cache_dir).file("clips.parquet") if is_store(root) else Path(root) / "clips.parquet"
+
+
+def load_clips(roots: list[Path | str], span: int, cache_dir: Path | str | None = None) -> pd.DataFrame:
+    """Clips of every extract output folder or clip store (`is_store`) that hold at least `span` frames. Their
+    `shard_path` says where the frames are: an absolute shard path, or `<store>::<shard>` with the first frame's
+    item in `store_row` (-1 for shards). A clip shorter than `span` counts with the frames of its face track that
+    follow it (`track_reach`), so a span longer than extract's clip_len (e.g. 8 frames at stride 4) needs no new
+    extraction."""
     parts = []
-    for root in map(Path, roots):
+    for root in roots:
+        if is_store(root):
+            df = pd.read_parquet(clip_table(root, cache_dir))
+            df["shard_path"] = [f"{root}::{s}" for s in df["shard"]]
+            df["store"] = str(root)
+            parts.append(df)
+            continue
+        root = Path(root)
         table = root / "clips.parquet"
         if not table.exists():
             raise FileNotFoundError(f"{table} is missing: run `clpau extract … --out {root}` first")
         df = pd.read_parquet(table)
         df["shard_path"] = [str(root / s) for s in df["shard"]]
+        df["store"], df["store_row"] = "", -1
         parts.append(df)
     clips = pd.concat(parts, ignore_index=True)
     if span > clips["n_frames"].min():
@@ -86,6 +107,86 @@ class _ShardDataset(Dataset):
             # of the loader's time
             shard = self._shards[path] = np.asarray(np.load(path, mmap_mode="r"))
         return shard
+
+
+def is_store(root: Path | str) -> bool:
+    """Whether `root` names a clip store (`clpau store`): an object-store URL, or a folder with a store.json."""
+    return str(root).startswith(STORE_PREFIXES) or (Path(root) / "store.json").is_file()
+
+
+class JpegStore:
+    """The frames of a clip store (`clpau store` writes it; store.py) read through LitData: item k = frame row k,
+    one JPEG each, decoded by libjpeg-turbo into the (rows, S0, S0, 3) uint8 layout of extract's shards.
+    A store in an object store (`s3://…`, or `local:/folder` for a folder read as one) is streamed: the chunks a
+    batch needs are fetched into `cache_dir` when first asked for, nothing before. Opened lazily, so every loader
+    process opens its own; records which of its chunks it has read (`chunks_read`)."""
+
+    def __init__(self, url: Path | str, cache_dir: Path | str | None = None):
+        self.url = str(url)
+        self.remote = self.url.startswith(STORE_PREFIXES)
+        self.cache_dir = Path(cache_dir or "data/cache/store") / hashlib.sha256(self.url.encode()).hexdigest()[:12]
+        self.chunks_read: set[int] = set()
+        self._items = None
+
+    def file(self, name: str) -> Path:
+        """One of the store's own files (clips.parquet, landmarks.npy, store.json, index.json) as a local path,
+        fetched into the cache once where the store is remote."""
+        if not self.remote:
+            path = Path(self.url) / name
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing: {self.url} is not a finished clip store "
+                                        "(write one with `clpau store`)")
+            return path
+        local = self.cache_dir / name
+        if not local.is_file():
+            from litdata.streaming.downloader import get_downloader
+
+            local.parent.mkdir(parents=True, exist_ok=True)
+            tmp = local.with_name(f".{name}.{os.getpid()}.tmp")
+            get_downloader(self.url, str(self.cache_dir), []).download_file(f"{self.url.rstrip('/')}/{name}", str(tmp))
+            os.replace(tmp, local)
+        return local
+
+    @property
+    def items(self):
+        if self._items is None:
+            import litdata.streaming.dataset as streaming
+
+            # litdata asks PyPI for a newer version of itself whenever a dataset is made (up to 30 s offline): no
+            # network calls but the data's own
+            streaming._check_version_and_prompt_upgrade = lambda version: None
+            self._items = streaming.StreamingDataset(self.url, cache_dir=str(self.cache_dir / "chunks")
+                                                     if self.remote else None)
+        return self._items
+
+    @functools.cached_property
+    def chunk_starts(self) -> np.ndarray:
+        """First item of each chunk, and the item count at the end."""
+        index = json.loads(self.file("index.json").read_text())
+        return np.cumsum([0] + [c["chunk_size"] for c in index["chunks"]])
+
+    @functools.cached_property
+    def side(self) -> int:
+        return int(json.loads(self.file("store.json").read_text())["side"])
+
+    def chunk_of(self, rows: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.chunk_starts, rows, side="right") - 1
+
+    @functools.cached_property
+    def landmarks(self) -> np.ndarray:
+        """(rows, 68, 2) float16 crop-space landmarks (`crop_landmarks`) of every row."""
+        return np.load(self.file("landmarks.npy"), mmap_mode="r")
+
+    def frames(self, start: int, span: int, stride: int = 1) -> np.ndarray:
+        """(T, S0, S0, 3) uint8: rows start, start + stride, … below start + span, decoded."""
+        import simplejpeg  # libjpeg-turbo like Pillow, the same pixels at twice Pillow's rate (docs/performance.md)
+
+        rows = range(start, start + span, stride)
+        self.chunks_read.update(self.chunk_of(np.array([rows[0], rows[-1]])).tolist())
+        out = np.empty((len(rows), self.side, self.side, 3), np.uint8)
+        for frame, r in zip(out, rows, strict=True):
+            simplejpeg.decode_jpeg(self.items[r]["jpeg"], "RGB", buffer=frame)
+        return out
 
 
 INNER_LANDMARKS = slice(17, 68)  # brows, nose, eyes, mouth: the jaw line follows head pose and speech more than AUs
@@ -122,11 +223,15 @@ class ClipDataset(_ShardDataset):
 
     def __init__(self, roots: list[Path | str], clip_len: int = 8, stride: int = 1, size: int = 64,
                  augment: bool = True, seed: int = 0, frame_jitter: float = 0.0, colour_on_host: bool = True,
-                 motion: bool = False, crop_on_host: bool = True):
+                 motion: bool = False, crop_on_host: bool = True, cache_dir: Path | str | None = None):
         if colour_on_host and not crop_on_host:
             raise ValueError("the crop on the trainer needs the colour jitter there too (it comes after the crop)")
         self.span = (clip_len - 1) * stride + 1
-        self.clips = load_clips(roots, self.span)
+        self.clips = load_clips(roots, self.span, cache_dir)
+        self.cache_dir = cache_dir
+        self.store = self.clips["store"].to_numpy()
+        self.store_row = self.clips["store_row"].to_numpy()
+        self._stores: dict[str, JpegStore] = {}
         self.clip_len, self.stride, self.size, self.augment, self.seed = clip_len, stride, size, augment, seed
         self.frame_jitter, self.colour_on_host, self.motion = frame_jitter, colour_on_host, motion
         self.crop_on_host = crop_on_host
@@ -142,9 +247,36 @@ class ClipDataset(_ShardDataset):
         return len(self.clips)
 
     def frames(self, i: int, offset: int = 0) -> np.ndarray:
-        """(T, S0, S0, 3) uint8 frames of clip i from `offset` on: a view of the memory map, not a copy."""
+        """(T, S0, S0, 3) uint8 frames of clip i from `offset` on: a view of the memory map, not a copy (from a
+        store: decoded)."""
+        if self.store[i]:
+            return self.jpeg_store(self.store[i]).frames(self.store_row[i] + offset, self.span, self.stride)
         start = self.start_row[i] + offset
         return self._shard(self.shard_path[i])[start: start + self.span: self.stride]
+
+    def frame_side(self, i: int) -> int:
+        """S0, the side of clip i's stored frames."""
+        if self.store[i]:
+            return self.jpeg_store(self.store[i]).side
+        return self._shard(self.shard_path[i]).shape[1]
+
+    def jpeg_store(self, url: str) -> JpegStore:
+        if url not in self._stores:
+            self._stores[url] = JpegStore(url, self.cache_dir)
+        return self._stores[url]
+
+    def chunks(self) -> np.ndarray | None:
+        """Each clip's chunk of its store, numbered across the stores (None for shards): what `epoch_batches` deals
+        to the processes of a DDP run, so that each reads its own chunks."""
+        if not self.store.all():
+            return None
+        out, base = np.empty(len(self), np.int64), 0
+        for url in dict.fromkeys(self.store):
+            mine = self.store == url
+            store = self.jpeg_store(url)
+            out[mine] = base + store.chunk_of(self.store_row[mine])
+            base += len(store.chunk_starts) - 1
+        return out
 
     def __getitem__(self, i: int) -> dict:
         return {k: v if k == "epoch" else v[0] for k, v in self.__getitems__([i]).items()}
@@ -162,7 +294,7 @@ class ClipDataset(_ShardDataset):
         if self.crop_on_host:
             out = {key: _batch_tensor(b, t, 3, s, s, dtype=torch.float32 if host else torch.uint8) for key in views}
         else:  # each clip's frames once, for both views; their crops as boxes
-            s0 = self._shard(self.shard_path[indices[0]]).shape[1]
+            s0 = self.frame_side(indices[0])
             out = {"frames": _batch_tensor(b, t, s0, s0, 3, dtype=torch.uint8)}
             out |= {CROP_KEYS[key]: _batch_tensor(b, t, 3) for key in views}
         if not host:
@@ -196,6 +328,10 @@ class ClipDataset(_ShardDataset):
 
     def clip_landmarks(self, i: int, offset: int = 0) -> np.ndarray:
         """(T, 68, 2) crop-space landmarks of the frames `frames(i, offset)` returns."""
+        if self.store[i]:
+            start = self.store_row[i] + offset
+            lm = self.jpeg_store(self.store[i]).landmarks[start: start + self.span: self.stride]
+            return lm.astype(np.float32)
         path = self.shard_path[i]
         if path not in self._landmarks:
             self._landmarks[path] = crop_landmarks(path)

@@ -202,12 +202,14 @@ def finetune_fold(encoder_path: Path, data: LabelledSet, train: np.ndarray, test
     return f1_per_au(data.labels[test], (1 / (1 + np.exp(-logits)) >= p.threshold).astype(np.int8))
 
 
-def pretraining_identities(roots: list[Path]) -> set[str]:
+def pretraining_identities(roots: list[Path | str]) -> set[str]:
     import pandas as pd
 
     ids: set[str] = set()
+    from .data import clip_table
+
     for root in roots:
-        table = Path(root) / "clips.parquet"
+        table = clip_table(root)
         if table.exists():
             ids |= set(pd.read_parquet(table, columns=["identity"])["identity"].astype(str))
     return ids

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from .backbone import build_backbone
 from .clp import CLP, Projector
 from .config import BenchmarkParams, ConfigError, PretrainParams
-from .data import ClipDataset, collate, finish_views
+from .data import ClipDataset, JpegStore, clip_table, collate, finish_views, is_store
 from .fileio import hash_modules, save_torch
 from .hardware import device_type, resolve_precision
 from .simclr import nt_xent
@@ -76,19 +76,31 @@ def build_model(p: PretrainParams, gather=None) -> torch.nn.Module:
                lambdas=(p.lambda_self, p.lambda_swap, p.lambda_cycle, p.lambda_id), gather=gather, tcl_fn=tcl_fn)
 
 
-def epoch_batches(n: int, batch: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
+def epoch_batches(n: int, batch: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+                  chunks: np.ndarray | None = None) -> list[list[int]]:
     """One epoch's batches for process `rank` of `world_size`: a shuffle of the n items drawn from (seed, epoch)
     alone, cut into full batches and dealt out in turn, as many to every process (DDP steps in lockstep). Nothing
     carries over from the epochs before, so a run resumed in the middle of epoch e draws e's batches exactly as the
-    uninterrupted run did."""
-    order = np.random.default_rng((seed, epoch)).permutation(n).tolist()
-    dealt = batches_per_epoch(n, batch, world_size) * world_size
-    return [order[b * batch: (b + 1) * batch] for b in range(rank, dealt, world_size)]
+    uninterrupted run did.
+
+    Items of a clip store (`chunks`: each item's chunk) are dealt by chunk instead: process r reads the items of
+    chunks r, r + world_size, … (the same chunks every epoch, so a streamed store fetches each chunk once, into one
+    process's cache), in the epoch's shuffle order, as many full batches as the process with the fewest items has.
+    With one process that is the shuffle above, batch for batch."""
+    order = np.random.default_rng((seed, epoch)).permutation(n)
+    if chunks is None or world_size == 1:
+        dealt = batches_per_epoch(n, batch, world_size) * world_size
+        return [order[b * batch: (b + 1) * batch].tolist() for b in range(rank, dealt, world_size)]
+    mine = order[chunks[order] % world_size == rank]
+    per = batches_per_epoch(n, batch, world_size, chunks)
+    return [mine[b * batch: (b + 1) * batch].tolist() for b in range(per)]
 
 
-def batches_per_epoch(n: int, batch: int, world_size: int = 1) -> int:
+def batches_per_epoch(n: int, batch: int, world_size: int = 1, chunks: np.ndarray | None = None) -> int:
     """Full batches of n items that each of `world_size` processes gets in an epoch (`epoch_batches`)."""
-    return n // batch // world_size
+    if chunks is None or world_size == 1:
+        return n // batch // world_size
+    return int(np.bincount(chunks % world_size, minlength=world_size).min()) // batch
 
 
 class EpochBatch(list):
@@ -109,33 +121,33 @@ class RunBatches:
     (`epoch_batches`), each an EpochBatch."""
 
     def __init__(self, n: int, batch: int, seed: int, epoch: int, skip: int, count: int, rank: int = 0,
-                 world_size: int = 1):
-        self.args, self.start, self.count = (n, batch, seed, rank, world_size), (epoch, skip), count
+                 world_size: int = 1, chunks: np.ndarray | None = None):
+        self.args, self.start, self.count = (n, batch, seed, rank, world_size, chunks), (epoch, skip), count
 
     def __len__(self) -> int:
         return self.count
 
     def __iter__(self):
-        n, batch, seed, rank, world_size = self.args
+        n, batch, seed, rank, world_size, chunks = self.args
         epoch, skip = self.start
         left = self.count
         while left > 0:
-            for indices in epoch_batches(n, batch, seed, epoch, rank, world_size)[skip:][:left]:
+            for indices in epoch_batches(n, batch, seed, epoch, rank, world_size, chunks)[skip:][:left]:
                 yield EpochBatch(indices, epoch)
                 left -= 1
             epoch, skip = epoch + 1, 0
 
 
 def epoch_loader(dataset, batch: int, num_workers: int, seed: int, epoch: int = 0, skip: int = 0, rank: int = 0,
-                 world_size: int = 1, count: int | None = None) -> DataLoader:
+                 world_size: int = 1, count: int | None = None, chunks: np.ndarray | None = None) -> DataLoader:
     """Batches (`epoch_batches`) from batch `skip` of epoch `epoch` on: the rest of that epoch, or `count` batches
     across as many epochs as they take. One loader for a whole run: restarting the worker processes at every epoch
     cost the GPU loop up to a third of its time where an epoch is a few dozen batches. A dataset with
     `__getitems__` takes each batch's epoch from it (EpochBatch); one without augments as `set_epoch` says, so give
     it one epoch at a time (count None)."""
-    per_epoch = batches_per_epoch(len(dataset), batch, world_size)
+    per_epoch = batches_per_epoch(len(dataset), batch, world_size, chunks)
     batches = RunBatches(len(dataset), batch, seed, epoch, skip, per_epoch - skip if count is None else count,
-                         rank, world_size)
+                         rank, world_size, chunks)
     # pinned host memory: Fabric copies batches to a GPU with non_blocking=True, which only overlaps from pinned pages
     return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
                       pin_memory=torch.cuda.is_available())
@@ -165,7 +177,7 @@ def fingerprint(p: PretrainParams, bench: BenchmarkParams | None = None) -> str:
     this machine), the training code and the data's clip tables — when any of them changes DVC reruns the stage,
     and an old checkpoint must not stand in for the new run."""
     relevant = p.model_dump(mode="json", exclude={"num_workers", "log_every", "ckpt_every", "out_dir", "live_dir",
-                                                  "compile_keys", "colour_on", "crop_on"})
+                                                  "compile_keys", "colour_on", "crop_on", "store_cache"})
     # the precision the run trains in, not the word `auto`: a finished fp32 run of an AVX2 machine must not stand in
     # for this machine's bf16 run (the checkpoint folder persists across `dvc repro --force`)
     relevant["precision"] = resolve_precision(p.precision, device_type(p.accelerator))[0]
@@ -173,7 +185,8 @@ def fingerprint(p: PretrainParams, bench: BenchmarkParams | None = None) -> str:
         relevant["benchmark"] = (bench or BenchmarkParams()).model_dump(mode="json")
     h = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
     hash_modules(h, TRAINING_CODE)
-    tables = [Path(d) / "clips.parquet" for d in p.data]
+    tables = [clip_table(d, p.store_cache) for d in p.data]
+    tables += [JpegStore(d, p.store_cache).file("store.json") for d in p.data if is_store(d)]  # its codec
     if p.method == "supervised":
         tables.append((bench or BenchmarkParams()).clips / "clips.parquet")
     for t in tables:
@@ -283,8 +296,13 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
         # so CPU processes (gloo: tests, debugging) keep per-process statistics
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(memory_format=torch.channels_last)  # 1.6x on this CPU in bf16 (backbone.py), and for GPUs
-    per_epoch = batches_per_epoch(len(dataset), batch, fabric.world_size)
+    # a clip store's chunks, dealt to the processes (epoch_batches); None: extract's shards, any clip to any process
+    chunks = dataset.chunks() if fabric.world_size > 1 and hasattr(dataset, "chunks") else None
+    per_epoch = batches_per_epoch(len(dataset), batch, fabric.world_size, chunks)
     if per_epoch == 0:  # not one step an epoch: the loop would never end
+        if chunks is not None and len(np.unique(chunks)) < fabric.world_size:
+            raise ConfigError(f"pretrain.data: the store's {len(np.unique(chunks))} chunks cannot give each of "
+                              f"{fabric.world_size} processes its own; write it with a smaller store.chunk_mb")
         raise ConfigError(f"pretrain.batch_clips: {len(dataset)} training items make no batch of {batch}"
                           + (f" for each of {fabric.world_size} processes" if fabric.world_size > 1 else "")
                           + "; lower batch_clips or add data")
@@ -320,7 +338,7 @@ def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Pat
         epoch, skip = divmod(step, per_epoch)  # each batch carries its epoch to the dataset (EpochBatch)
         loader = fabric.setup_dataloaders(
             epoch_loader(dataset, batch, p.num_workers, p.seed, epoch, skip, fabric.global_rank, fabric.world_size,
-                         count=p.max_steps - step),
+                         count=p.max_steps - step, chunks=chunks),
             use_distributed_sampler=False)  # the batches are dealt out to the processes already
         t_ready = time.perf_counter()  # the step is ready for its next batch
         for batch_data in loader:
@@ -397,6 +415,7 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
         return {"method": "random", "steps": 0}
     frame_method = p.method in FRAME_METHODS
     dataset = ClipDataset(p.data, clip_len=1 if frame_method else p.clip_len, stride=p.frame_stride,
+                          cache_dir=p.store_cache,
                           size=p.image_size, seed=p.seed, frame_jitter=0.0 if frame_method else p.frame_jitter,
                           colour_on_host=colour_on_host(p.colour_on, fabric.device.type, p.crop_on),
                           crop_on_host=crop_on_host(p.crop_on, fabric.device.type),

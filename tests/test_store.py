@@ -1,0 +1,135 @@
+"""The clip store: JPEG frames in LitData chunks, read from a folder or streamed, dealt by chunk to DDP processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clpau import cli
+from clpau.data import ClipDataset, is_store, load_clips
+from clpau.pretrain import batches_per_epoch, epoch_batches
+from clpau.store import write_store
+
+HERE = Path(__file__).parent
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255**2 / mse))
+
+
+def test_a_store_holds_every_clip_in_a_tenth_of_the_bytes_at_38_db(synth_clips, synth_store):
+    meta = json.loads((synth_store / "store.json").read_text())
+    raw = load_clips([synth_clips], span=1)
+    shards = {s: np.load(s, mmap_mode="r") for s in raw["shard_path"].unique()}
+    assert meta["frames"] == sum(len(a) for a in shards.values()) and meta["clips"] == len(raw)
+    assert meta["raw_bytes_per_frame"] / meta["bytes_per_frame"] >= 8  # the issue's bar: 8x fewer bytes
+    assert meta["chunks"] == 4 and is_store(synth_store) and not is_store(synth_clips)
+    # the same clips, frame for frame, within JPEG's loss
+    a = ClipDataset([synth_clips], clip_len=4, stride=2, size=32, augment=False)
+    b = ClipDataset([synth_store], clip_len=4, stride=2, size=32, augment=False)
+    assert len(a) == len(b) and (a.n_frames == b.n_frames).all() and (a.identity == b.identity).all()
+    for i in range(len(a)):
+        assert psnr(a.frames(i, 3), b.frames(i, 3)) > 35
+    # landmarks as the shards' index gives them (float16: to 1e-3 of the crop side)
+    assert np.abs(a.clip_landmarks(7, 2) - b.clip_landmarks(7, 2)).max() < 1e-3
+
+
+def test_a_batch_from_the_store_is_the_shards_batch_within_jpeg_loss(synth_clips, synth_store):
+    a = ClipDataset([synth_clips], clip_len=4, size=32, seed=3, frame_jitter=0.03)
+    b = ClipDataset([synth_store], clip_len=4, size=32, seed=3, frame_jitter=0.03)
+    x, y = a.__getitems__([0, 5, 11]), b.__getitems__([0, 5, 11])
+    assert x["identity"].tolist() == y["identity"].tolist()
+    # the same crops, offsets and colours were drawn: the views differ by the codec's error only
+    err = (x["view_q"] - y["view_q"]).abs().mean().item()
+    assert err < 0.05, err  # normalised units (std 0.25 of [0, 1]): under 1.3 grey levels on average
+
+
+def test_an_interrupted_store_leaves_nothing_that_looks_like_one(synth_clips, tmp_path, monkeypatch):
+    import clpau.store as store
+
+    def fail(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "encode_shard", fail)
+    with pytest.raises(KeyboardInterrupt):
+        write_store([synth_clips], tmp_path / "store", progress=False)
+    assert not (tmp_path / "store").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_the_store_command_reports_and_refuses_bad_input(synth_clips, synth_store, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert cli.main(["store", str(synth_clips), "--out", str(out), "--quality", "85", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "as JPEG q85" in printed and "fewer than raw" in printed
+    assert json.loads((out / "store.json").read_text())["quality"] == 85
+    assert cli.main(["store", str(synth_store), "--out", str(tmp_path / "t"), "--quiet"]) == 1
+    assert "is a store already" in capsys.readouterr().err
+    assert cli.main(["store", str(tmp_path / "nowhere"), "--out", str(tmp_path / "u"), "--quiet"]) == 1
+    assert "clips.parquet is missing" in capsys.readouterr().err
+
+
+def test_a_remote_store_streams_only_the_chunks_a_batch_needs(synth_store, tmp_path):
+    """`local:` makes LitData treat a folder as an object store (as s3://…): files come into the cache when asked."""
+    url = f"local:{synth_store}"
+    cache = tmp_path / "cache"
+    ds = ClipDataset([url], clip_len=4, size=32, cache_dir=cache)
+    assert len(ds) == 20
+    chunk_files = lambda: sorted(p.name for p in cache.rglob("chunk-*.bin"))  # noqa: E731
+    assert chunk_files() == []  # the clip table is here, no frames yet
+    first = ds.chunks()[0]
+    ds.__getitems__([0])
+    assert chunk_files() == [f"chunk-0-{first}.bin"]  # only the chunk holding clip 0
+    last = int(np.flatnonzero(ds.chunks() == 3)[0])
+    ds.__getitems__([last])
+    assert len(chunk_files()) == 2
+    # the same pixels as from the folder
+    local = ClipDataset([synth_store], clip_len=4, size=32)
+    assert np.array_equal(local.frames(last), ds.frames(last))
+
+
+def test_chunks_are_dealt_to_processes_and_one_process_keeps_the_plain_shuffle():
+    chunks = np.repeat(np.arange(5), [6, 5, 7, 6, 4])  # 28 clips in 5 chunks
+    single = epoch_batches(28, 4, seed=1, epoch=2)
+    assert epoch_batches(28, 4, seed=1, epoch=2, chunks=chunks) == single
+    two = [epoch_batches(28, 4, seed=1, epoch=2, rank=r, world_size=2, chunks=chunks) for r in range(2)]
+    # rank 0: chunks 0, 2, 4 (17 clips); rank 1: chunks 1, 3 (11 clips) -> 2 full batches of 4 each
+    assert [len(b) for b in two] == [2, 2] == [batches_per_epoch(28, 4, 2, chunks)] * 2
+    for r, batches in enumerate(two):
+        assert {int(chunks[i]) % 2 for b in batches for i in b} == {r}
+    assert epoch_batches(28, 4, seed=1, epoch=3, rank=0, world_size=2, chunks=chunks) != two[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_ddp_processes_read_disjoint_chunks_and_every_clip_once_an_epoch(synth_store, tmp_path):
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+           "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(HERE / "ddp_reader.py"), str(synth_store),
+                               str(tmp_path / f"rank{r}.json"), "2", "2"],
+                              env={**env, "RANK": str(r)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in range(2)]
+    for p in procs:
+        out, _ = p.communicate(timeout=240)
+        assert p.returncode == 0, out
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    chunks = np.array(ranks[0]["clip_chunks"])
+    assert len(chunks) == 20 and np.bincount(chunks).tolist() == [5, 5, 5, 5]
+    for epoch in range(2):
+        seen = ranks[0]["read"][epoch] + ranks[1]["read"][epoch]
+        assert sorted(seen) == list(range(20)), f"epoch {epoch}: a clip read twice or never: {sorted(seen)}"
+    assert ranks[0]["read"][0] != ranks[0]["read"][1]  # a new shuffle each epoch, over the same clips
+    opened = [set(r["chunks_read"]) for r in ranks]
+    assert opened[0] == {0, 2} and opened[1] == {1, 3}  # each process its own chunks
+    assert ranks[0]["batches"] == [10, 10]  # clips each process read in epoch 0: as many steps for both
