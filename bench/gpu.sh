@@ -3,8 +3,11 @@
 # (resnet18, 112 px, 64 clips x 8 frames) and in the CPU profile, the profiler's top operators of a clp step, and
 # the whole `clpau pretrain` loop (Fabric, loader workers, checkpoints, dvclive) for STEPS steps with crop and colour
 # jitter on the trainer (the GPU default), with only the colour there, and with both in the loader. Each part's
-# output is a file in $OUT (default reports/gpu); a part that fails is reported and the next one runs. PARTS picks
-# parts (default all: bench bench_cpu_profile profile loop_crop loop_trainer loop_loader).
+# output is a file in $OUT (default reports/gpu); a part that fails is reported and the next one runs. The clip store
+# (issue 32): `store` (write rate, decode rates: nvjpeg on the device against libjpeg-turbo on a core) and
+# `loop_store` (the loop reading the JPEG store, decoding on the device), to set beside `loop_crop`. PARTS picks
+# parts (default all: bench bench_cpu_profile profile loop_crop loop_trainer loop_loader store loop_store).
+# Issue 32's check alone, about 3 minutes: PARTS="loop_crop store loop_store" bash bench/gpu.sh
 #
 #   python bench/gpu_pack.py     # here, once: .gpu/ = a slice of data/clips/synth_pretrain (+ wheels, see there)
 #   bash bench/gpu.sh            # there, from the repo root (carry .gpu along)
@@ -19,7 +22,7 @@ ROUNDS=${ROUNDS:-5}
 BATCH=${BATCH:-64}
 SIZE=${SIZE:-112}
 PY=${PYTHON:-python3}
-PARTS=" ${PARTS:-bench bench_cpu_profile profile loop_crop loop_trainer loop_loader} "
+PARTS=" ${PARTS:-bench bench_cpu_profile profile loop_crop loop_trainer loop_loader store loop_store} "
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
 if [ -d .gpu/wheels ] && ! $PY -c "import dvclive, lightning_fabric, pydantic" 2>/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/clpau-site \
@@ -48,13 +51,21 @@ part bench_cpu_profile "$PY" bench/pretrain.py --device "$DEVICE" --no-loader --
 part profile "$PY" bench/pretrain.py "${gpu[@]}" --no-loader --rounds 1 --steps 16 --profile clp
 
 run=$(mktemp -d)
-declare -A COLOUR=([crop]=trainer [trainer]=trainer [loader]=loader) CROP=([crop]=trainer [trainer]=loader [loader]=loader)
-for where in crop trainer loader; do
+# the clip store (issue 32): .gpu/clips as JPEG frames in LitData chunks, its decode rates (nvjpeg on the device), and
+# the loop reading it with decoding, crop and colour on the trainer (loop_store, against loop_crop's raw frames)
+if [[ "$PARTS" == *" store "* || "$PARTS" == *" loop_store "* ]]; then
+  "$PY" -m clpau store .gpu/clips --out "$run/store" --quiet > "$OUT/store_write.txt" 2>&1 || failed+=(store_write)
+fi
+part store "$PY" bench/store.py --data .gpu/clips --skip-train
+declare -A COLOUR=([crop]=trainer [trainer]=trainer [loader]=loader [store]=trainer)
+declare -A CROP=([crop]=trainer [trainer]=loader [loader]=loader [store]=trainer)
+declare -A DATA=([crop]=$PWD/.gpu/clips [trainer]=$PWD/.gpu/clips [loader]=$PWD/.gpu/clips [store]=$run/store)
+for where in crop trainer loader store; do
   [[ "$PARTS" == *" loop_$where "* ]] || continue
   mkdir -p "$run/$where"
   cat > "$run/$where/params.yaml" <<EOF
 pretrain:
-  data: [$PWD/.gpu/clips]
+  data: [${DATA[$where]}]
   backbone: resnet18
   image_size: $SIZE
   batch_clips: $BATCH

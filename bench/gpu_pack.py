@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ["lightning-fabric", "lightning-utilities", "pydantic", "pydantic_core", "annotated-types", "typing-inspection", "typing_extensions", "dvclive", "dvc",
           "dvc-data", "dvc-objects", "dvc-http", "dvc-render", "dvc-studio-client", "scmrepo", "dulwich", "fsspec",
           "atpublic", "diskcache", "dpath", "flatten-dict", "flufl.lock", "funcy", "orjson", "pydot", "pygtrie",
-          "ruamel.yaml", "sqltrie", "voluptuous", "wcwidth", "zc.lockfile"]
+          "ruamel.yaml", "sqltrie", "voluptuous", "wcwidth", "zc.lockfile",
+          # the clip store (bench/gpu.sh's store parts): LitData and what it imports, the JPEG codec
+          "litdata", "simplejpeg", "boto3", "botocore", "s3transfer", "jmespath", "tifffile", "filelock"]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
 
 

@@ -97,6 +97,22 @@ def main() -> None:
         out["batch_ms_raw"] = batch_ms(args.data)
         out["batch_ms_store"] = batch_ms(store)
 
+        # the trainer's decoder (`decode_on: trainer`): a GPU profile batch (64 clips x 8 frames) in one call
+        from clpau.data import decode_batch
+
+        blobs = [jpeg.items[int(flat[k] + r)]["jpeg"] for k, r in pick[:512]]
+        packed = np.frombuffer(b"".join(blobs), np.uint8).copy()
+        lengths = np.array([len(b) for b in blobs])
+        for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+            dev = torch.device(device)
+
+            def decode(dev=dev):
+                decode_batch(packed, lengths, dev)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+
+            out[f"trainer_decode_fps_{device}"] = rate(decode, len(blobs), repeat=5)
+
         # streaming: the first batch of a store read as an object store (LitData `local:`), from an empty cache
         cache = tmp / "cache"
         t = time.perf_counter()
@@ -130,6 +146,9 @@ def main() -> None:
           f"{out['store_item_read_fps']:.0f}, item + decode {out['store_read_decode_fps']:.0f} |")
     print(f"| loader batch (16 clips x 8 frames, 64 px, 1 thread), ms | raw {out['batch_ms_raw']:.1f}, store "
           f"{out['batch_ms_store']:.1f} |")
+    print("| decoded on the trainer (`decode_on: trainer`, 512 frames a call), frames/s | "
+          + ", ".join(f"{k.rsplit('_', 1)[1]} {v:.0f}" for k, v in out.items() if k.startswith("trainer_decode"))
+          + " (cpu: one core, libjpeg-turbo; cuda: nvjpeg) |")
     print(f"| streamed (`local:`), first batch from an empty cache | {out['stream_first_batch_s']:.2f} s, "
           f"{out['stream_chunks_fetched']} of {out['chunks']} chunks fetched |")
     if not args.skip_train:

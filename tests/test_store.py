@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from clpau import cli
 from clpau.data import ClipDataset, is_store, load_clips
@@ -133,3 +134,34 @@ def test_two_ddp_processes_read_disjoint_chunks_and_every_clip_once_an_epoch(syn
     opened = [set(r["chunks_read"]) for r in ranks]
     assert opened[0] == {0, 2} and opened[1] == {1, 3}  # each process its own chunks
     assert ranks[0]["batches"] == [10, 10]  # clips each process read in epoch 0: as many steps for both
+
+
+def test_frames_decoded_on_the_trainer_make_the_loaders_views(synth_store):
+    """`decode_on: trainer` (nvjpeg on a GPU; here libjpeg-turbo in the training process): the loader sends JPEG
+    bytes and crop boxes, and the views finished on the trainer are the ones it would have made from decoded frames."""
+    from clpau.data import finish_views
+
+    kw = dict(clip_len=4, size=32, seed=5, frame_jitter=0.03, colour_on_host=False, crop_on_host=False)
+    decoded = ClipDataset([synth_store], **kw).__getitems__([1, 8, 19])
+    sent = ClipDataset([synth_store], decode_on_host=False, **kw).__getitems__([1, 8, 19])
+    assert "frames" not in sent and sent["jpeg"].dtype == np.uint8 and len(sent["jpeg_lengths"]) == 3 * 4
+    assert sent["jpeg"].nbytes * 8 < decoded["frames"].numel()  # what crosses to the trainer: 8x fewer bytes
+    for a, b in zip(finish_views(decoded, 32), finish_views(sent, 32), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="needs the crop there too"):
+        ClipDataset([synth_store], clip_len=4, decode_on_host=False)
+
+
+def test_pretraining_decodes_a_stores_frames_on_the_trainer(synth_store, tmp_path):
+    """The GPU default (crop, colour and decoding on the trainer) run end to end on the CPU: Fabric passes the bytes
+    through untouched, the step decodes them."""
+    import json
+
+    from clpau.config import PretrainParams
+    from clpau.pretrain import run_pretrain
+
+    p = PretrainParams(data=[synth_store], out_dir=tmp_path / "m", live_dir=tmp_path / "l", batch_clips=4, clip_len=4,
+                       max_steps=3, queue_size=64, log_every=1, crop_on="trainer", colour_on="trainer",
+                       decode_on="trainer")
+    assert run_pretrain(p, progress=False, log=lambda *_: None)["steps"] == 3
+    assert json.loads((p.live_dir / "metrics.json").read_text())["train"]["loss"] > 0

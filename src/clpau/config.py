@@ -168,6 +168,10 @@ class PretrainParams(_Section):
         "auto", description="where the views' crop and resize run: in the loader, or on the trainer's device from "
                             "each clip's frames, sent once for both views (bilinear sampling; needs the colour jitter "
                             "there too); auto: the trainer on a GPU, the loader on a CPU")
+    decode_on: Literal["auto", "loader", "trainer"] = Field(
+        "auto", description="where a clip store's JPEG frames are decoded: in the loader (libjpeg-turbo), or on the "
+                            "trainer's device (nvjpeg on a GPU; needs crop_on there too): the loader then only reads "
+                            "bytes; auto: the trainer on a CUDA device with torchvision, else the loader")
     ckpt_every: int = Field(100, ge=1)
     log_every: int = Field(10, ge=1)
     seed: int = 0
@@ -218,6 +222,8 @@ class PretrainParams(_Section):
                              f"got {self.pos_window}, {self.neg_window}, {self.clip_len}")
         if self.crop_on == "trainer" and self.colour_on == "loader":
             raise ValueError("crop_on: trainer needs colour_on trainer or auto (the colour jitter comes after the crop)")
+        if self.decode_on == "trainer" and self.crop_on == "loader":
+            raise ValueError("decode_on: trainer needs crop_on trainer or auto (the loader crops decoded frames)")
         return self
 
 

@@ -177,15 +177,20 @@ class JpegStore:
         """(rows, 68, 2) float16 crop-space landmarks (`crop_landmarks`) of every row."""
         return np.load(self.file("landmarks.npy"), mmap_mode="r")
 
+    def blobs(self, start: int, span: int, stride: int = 1) -> list[bytes]:
+        """The JPEG bytes of rows start, start + stride, … below start + span."""
+        rows = range(start, start + span, stride)
+        self.chunks_read.update(self.chunk_of(np.array([rows[0], rows[-1]])).tolist())
+        return [self.items[r]["jpeg"] for r in rows]
+
     def frames(self, start: int, span: int, stride: int = 1) -> np.ndarray:
         """(T, S0, S0, 3) uint8: rows start, start + stride, … below start + span, decoded."""
         import simplejpeg  # libjpeg-turbo like Pillow, the same pixels at twice Pillow's rate (docs/performance.md)
 
-        rows = range(start, start + span, stride)
-        self.chunks_read.update(self.chunk_of(np.array([rows[0], rows[-1]])).tolist())
-        out = np.empty((len(rows), self.side, self.side, 3), np.uint8)
-        for frame, r in zip(out, rows, strict=True):
-            simplejpeg.decode_jpeg(self.items[r]["jpeg"], "RGB", buffer=frame)
+        blobs = self.blobs(start, span, stride)
+        out = np.empty((len(blobs), self.side, self.side, 3), np.uint8)
+        for frame, blob in zip(out, blobs, strict=True):
+            simplejpeg.decode_jpeg(blob, "RGB", buffer=frame)
         return out
 
 
@@ -223,9 +228,12 @@ class ClipDataset(_ShardDataset):
 
     def __init__(self, roots: list[Path | str], clip_len: int = 8, stride: int = 1, size: int = 64,
                  augment: bool = True, seed: int = 0, frame_jitter: float = 0.0, colour_on_host: bool = True,
-                 motion: bool = False, crop_on_host: bool = True, cache_dir: Path | str | None = None):
+                 motion: bool = False, crop_on_host: bool = True, cache_dir: Path | str | None = None,
+                 decode_on_host: bool = True):
         if colour_on_host and not crop_on_host:
             raise ValueError("the crop on the trainer needs the colour jitter there too (it comes after the crop)")
+        if not decode_on_host and crop_on_host:
+            raise ValueError("decoding on the trainer needs the crop there too (the loader never sees the pixels)")
         self.span = (clip_len - 1) * stride + 1
         self.clips = load_clips(roots, self.span, cache_dir)
         self.cache_dir = cache_dir
@@ -235,6 +243,8 @@ class ClipDataset(_ShardDataset):
         self.clip_len, self.stride, self.size, self.augment, self.seed = clip_len, stride, size, augment, seed
         self.frame_jitter, self.colour_on_host, self.motion = frame_jitter, colour_on_host, motion
         self.crop_on_host = crop_on_host
+        # a store's frames leave the loader as JPEG bytes, decoded on the trainer's device (`decode_batch`)
+        self.decode_on_host = decode_on_host or not self.store.all()
         self._landmarks: dict[str, np.ndarray] = {}
         ids = sorted(self.clips["identity"].unique())
         self.identity_index = {name: i for i, name in enumerate(ids)}
@@ -295,8 +305,11 @@ class ClipDataset(_ShardDataset):
             out = {key: _batch_tensor(b, t, 3, s, s, dtype=torch.float32 if host else torch.uint8) for key in views}
         else:  # each clip's frames once, for both views; their crops as boxes
             s0 = self.frame_side(indices[0])
-            out = {"frames": _batch_tensor(b, t, s0, s0, 3, dtype=torch.uint8)}
-            out |= {CROP_KEYS[key]: _batch_tensor(b, t, 3) for key in views}
+            out = {CROP_KEYS[key]: _batch_tensor(b, t, 3) for key in views}
+            if self.decode_on_host:
+                out["frames"] = _batch_tensor(b, t, s0, s0, 3, dtype=torch.uint8)
+            else:
+                jpegs: list[bytes] = []
         if not host:
             out |= {COLOUR_KEYS[key]: _batch_tensor(b, COLOUR_PARAMS) for key in views}
         if self.motion:
@@ -304,10 +317,12 @@ class ClipDataset(_ShardDataset):
         for n, i in enumerate(indices):
             rng = np.random.default_rng((self.seed, epoch, i))
             offset = int(rng.integers(0, self.n_frames[i] - self.span + 1)) if self.augment else 0
-            clip = self.frames(i, offset)
+            clip = self.frames(i, offset) if self.decode_on_host else None
             if self.motion:
                 out["motion"][n] = torch.from_numpy(landmark_motion(self.clip_landmarks(i, offset)))
-            if not self.crop_on_host:
+            if not self.decode_on_host:
+                jpegs += self.jpeg_store(self.store[i]).blobs(self.store_row[i] + offset, self.span, self.stride)
+            elif not self.crop_on_host:
                 out["frames"][n].numpy()[...] = clip  # one copy, memory map -> the batch
             for key in views:  # each its own augmentation
                 if host:
@@ -317,10 +332,14 @@ class ClipDataset(_ShardDataset):
                 if self.crop_on_host:
                     out[key][n] = crop_resize(clip, rng, s, self.augment, self.frame_jitter)
                 else:
-                    out[CROP_KEYS[key]][n] = torch.from_numpy(
-                        draw_crop(rng, clip.shape[1], len(clip), self.augment, self.frame_jitter))
+                    out[CROP_KEYS[key]][n] = torch.from_numpy(draw_crop(rng, s0, t, self.augment, self.frame_jitter))
                 out[COLOUR_KEYS[key]][n] = torch.from_numpy(
                         draw_colour(rng if self.augment else None, scale=1 / 255, mean=MEAN, std=STD))
+        if not self.decode_on_host:
+            # one numpy array and the lengths: Fabric moves tensors to the device, and the device's JPEG decoder reads
+            # its input from host memory
+            out["jpeg"] = np.frombuffer(b"".join(jpegs), np.uint8).copy()
+            out["jpeg_lengths"] = np.array([len(j) for j in jpegs])
         # the indices also as a list, which stays on the host when Fabric moves the batch to a GPU: `others` needs
         # them there, and reading `clip_id` back from the device would stall the launched kernels
         return {**out, "clip_id": torch.as_tensor(indices), "identity": torch.from_numpy(self.identity[indices]),
@@ -520,9 +539,13 @@ def apply_colour(x: torch.Tensor, params: torch.Tensor | np.ndarray, mean: float
 def finish_views(batch: dict, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A training batch's two views as normalised float: as they come when the loader coloured them, else
     coloured here, on the batch's device, from the loader's uint8 crops and colour draws (`colour_on_host`) — or
-    first cropped here from the clip's frames (`crop_on_host` False; `size` the views' side)."""
+    first cropped here from the clip's frames (`crop_on_host` False; `size` the views' side), which a clip store's
+    batch may bring as JPEG bytes to decode first (`decode_on_host` False)."""
     if "colour_q" not in batch:
         return batch["view_q"], batch["view_k"]
+    if "jpeg" in batch:  # a store's frames as JPEG bytes: decoded here, on the batch's device
+        frames = decode_batch(batch["jpeg"], batch["jpeg_lengths"], batch["crop_q"].device)
+        batch = {**batch, "frames": frames.unflatten(0, batch["crop_q"].shape[:2])}
     if "frames" in batch:
         views = {key: crop_on_device(batch["frames"], batch[CROP_KEYS[key]], size or batch["frames"].shape[2])
                  for key in ("view_q", "view_k")}
@@ -530,6 +553,33 @@ def finish_views(batch: dict, size: int | None = None) -> tuple[torch.Tensor, to
         views = batch
     q, k = (apply_colour(views[key], batch[COLOUR_KEYS[key]], MEAN, STD) for key in ("view_q", "view_k"))
     return q, k
+
+
+def gpu_jpeg_decoder():
+    """torchvision's nvjpeg batch decoder, or None where torchvision does not load (the CPU stack: its PyPI build
+    does not load beside torch's CPU build)."""
+    try:
+        from torchvision.io import decode_jpeg
+    except Exception:  # not installed, or its compiled ops do not match this torch
+        return None
+    return decode_jpeg
+
+
+def decode_batch(jpeg: np.ndarray, lengths: np.ndarray, device: torch.device) -> torch.Tensor:
+    """N JPEG frames (their bytes one after another in `jpeg`, `lengths` each) -> (N, S0, S0, 3) uint8 on `device`:
+    decoded there by nvjpeg in one batched call on a CUDA device, else by libjpeg-turbo in this process."""
+    if device.type == "cuda" and (decode_jpeg := gpu_jpeg_decoder()) is not None:
+        parts = torch.from_numpy(jpeg).split(lengths.tolist())
+        return torch.stack(decode_jpeg(list(parts), device=device)).permute(0, 2, 3, 1)
+    import simplejpeg
+
+    ends = np.cumsum(lengths)
+    first = simplejpeg.decode_jpeg(jpeg[:ends[0]].tobytes(), "RGB")
+    out = np.empty((len(lengths), *first.shape), np.uint8)
+    out[0] = first
+    for k in range(1, len(lengths)):
+        simplejpeg.decode_jpeg(jpeg[ends[k - 1]:ends[k]].tobytes(), "RGB", buffer=out[k])
+    return torch.from_numpy(out).to(device)
 
 
 def _binomial_sum(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

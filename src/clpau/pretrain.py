@@ -166,6 +166,18 @@ def colour_on_host(colour_on: str, device_type: str, crop_on: str = "loader") ->
     return colour_on == "loader" or (colour_on == "auto" and device_type == "cpu")
 
 
+def decode_on_host(decode_on: str, device_type: str, crop_on: str = "loader") -> bool:
+    """Whether the loader decodes a clip store's JPEG frames (`decode_on`; auto: unless the trainer is a CUDA device
+    with torchvision's nvjpeg decoder) rather than the trainer's device; never where the crop is the loader's."""
+    if crop_on_host(crop_on, device_type):
+        return True
+    if decode_on == "auto":
+        from .data import gpu_jpeg_decoder
+
+        return not (device_type == "cuda" and gpu_jpeg_decoder() is not None)
+    return decode_on == "loader"
+
+
 def crop_on_host(crop_on: str, device_type: str) -> bool:
     """Whether the loader crops and resizes the views (`crop_on`; auto: on a CPU) rather than the trainer's device."""
     return crop_on == "loader" or (crop_on == "auto" and device_type == "cpu")
@@ -173,11 +185,12 @@ def crop_on_host(crop_on: str, device_type: str) -> bool:
 
 def fingerprint(p: PretrainParams, bench: BenchmarkParams | None = None) -> str:
     """What a checkpoint depends on: the parameters (but where and how often things are written, the loader's
-    processes, where the colour jitter runs and whether the keys' forward is compiled; `precision` as resolved on
+    processes, where the colour jitter, the crop and a store's decoding run and whether the keys' forward is compiled; `precision` as resolved on
     this machine), the training code and the data's clip tables — when any of them changes DVC reruns the stage,
     and an old checkpoint must not stand in for the new run."""
     relevant = p.model_dump(mode="json", exclude={"num_workers", "log_every", "ckpt_every", "out_dir", "live_dir",
-                                                  "compile_keys", "colour_on", "crop_on", "store_cache"})
+                                                  "compile_keys", "colour_on", "crop_on", "decode_on",
+                                                  "store_cache"})
     # the precision the run trains in, not the word `auto`: a finished fp32 run of an AVX2 machine must not stand in
     # for this machine's bf16 run (the checkpoint folder persists across `dvc repro --force`)
     relevant["precision"] = resolve_precision(p.precision, device_type(p.accelerator))[0]
@@ -419,6 +432,7 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
                           size=p.image_size, seed=p.seed, frame_jitter=0.0 if frame_method else p.frame_jitter,
                           colour_on_host=colour_on_host(p.colour_on, fabric.device.type, p.crop_on),
                           crop_on_host=crop_on_host(p.crop_on, fabric.device.type),
+                          decode_on_host=decode_on_host(p.decode_on, fabric.device.type, p.crop_on),
                           motion=p.margin_by == "motion" and not frame_method)
     batch = p.batch_clips * p.clip_len if frame_method else p.batch_clips
 
