@@ -24,26 +24,13 @@ import av
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy.ndimage import gaussian_filter
+
+from clpau.swap_fidelity import ssim
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean SSIM of two uint8 RGB frames on their luma (Wang et al. 2004: Gaussian window sigma 1.5, K1 0.01,
-    K2 0.03)."""
-    w = np.array([0.299, 0.587, 0.114])
-    x, y = (f.astype(np.float64) @ w for f in (a, b))
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mx, my = gaussian_filter(x, 1.5), gaussian_filter(y, 1.5)
-    sxx = gaussian_filter(x * x, 1.5) - mx * mx
-    syy = gaussian_filter(y * y, 1.5) - my * my
-    sxy = gaussian_filter(x * y, 1.5) - mx * my
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return float(s[5:-5, 5:-5].mean())
 
 
 def image_codec(fmt: str, **opts):

@@ -14,11 +14,19 @@ Prints frames/s and frames/s per core; writes reports/extract_scale.json.
 
 from __future__ import annotations
 
+import os
+import tempfile
+
+# no telemetry (as the Makefile sets), and Prefect's database in a folder of its own: each Dask worker process,
+# having no PREFECT_API_URL, starts a temporary API server of its own on it
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="clpau-bench-prefect-"))
+
 import argparse
 import json
 import shutil
 import sys
-import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path

@@ -306,7 +306,7 @@ class StoreParams(_Section):
                                                        "37.7-39.9 dB at 8.6-9.2x fewer bytes than raw)")
     chunk_mb: float = Field(16, gt=0, description="LitData chunk size; a DDP process reads whole chunks of its own, so "
                                                   "a store needs at least as many chunks as processes")
-    workers: int = Field(2, ge=1, description="processes encoding shards")
+    workers: int = Field(1, ge=1, description="processes encoding shards")
 
 
 class FlowsParams(_Section):
