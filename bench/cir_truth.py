@@ -43,7 +43,7 @@ def main() -> None:
         normalise,
         r2,
         render_truth,
-        ridge_fit,
+        ridge_cv,
         ridge_predict,
         swaps,
         to_pixels,
@@ -98,11 +98,16 @@ def main() -> None:
     train = np.flatnonzero(~test)
     with torch.no_grad():
         model.eval()
-        z_train = torch.cat([model.au_code(normalise(crops[c], p.image_size))
-                             for c in np.array_split(train, max(1, len(train) // 256))]).numpy()
-    readout = ridge_fit(z_train, au[train])
-    carry = {"r2_x_a": r2(ridge_predict(readout, out["a_x"].numpy()), au[a_idx]),
-             "r2_swap": r2(ridge_predict(readout, out["a_swap"].numpy()), au[a_idx])}
+        f_train = torch.cat([model.encoder(normalise(crops[c], p.image_size))
+                             for c in np.array_split(train, max(1, len(train) // 256))])
+        a_train = model.projector(f_train)
+    carry = {}
+    fold_of = {s: k for k, f in enumerate(folds) for s in f}
+    groups = np.array([fold_of[s] for s in labelled.subject[train]])
+    for code, z in (("a", a_train), ("f", f_train)):
+        readout, carry[f"alpha_{code}"] = ridge_cv(z.numpy(), au[train], groups)
+        carry[f"r2_{code}_x_a"] = r2(ridge_predict(readout, out[f"{code}_x"].numpy()), au[a_idx])
+        carry[f"r2_{code}_swap"] = r2(ridge_predict(readout, out[f"{code}_swap"].numpy()), au[a_idx])
 
     summary = {"ckpt": str(args.ckpt), "step": int(state.get("step", -1)), "method": p.method, "pairs": len(a_idx),
                "tried": tried, "decoder_size": side, "seconds": round(time.perf_counter() - t0, 1),
@@ -119,7 +124,8 @@ def main() -> None:
                     ("ref_rest", "B's resting face D(a_B, u_B)")):
         print(f"| {name} | {summary[k + '_l1']:.4f} | {summary[k + '_ssim']:.4f} |")
     print(f"\nswap closer to ỹ* than both references: {closer['l1']:.0%} of pairs by L1, {closer['ssim']:.0%} by SSIM")
-    print(f"AU read-out R² (20 renderer intensities): from a(x_A) {carry['r2_x_a']:.3f}, from a(ỹ) {carry['r2_swap']:.3f}")
+    print(f"AU read-out R² (20 renderer intensities): AU code a: from x_A {carry['r2_a_x_a']:.3f}, from ỹ "
+          f"{carry['r2_a_swap']:.3f}; features f: from x_A {carry['r2_f_x_a']:.3f}, from ỹ {carry['r2_f_swap']:.3f}")
     print(f"written to {args.out}/ ({summary['seconds']} s)")
 
 

@@ -8,7 +8,17 @@ import pytest
 import torch
 
 from clpau.config import BenchmarkParams, ExtractParams, PretrainParams, SynthParams
-from clpau.swap_fidelity import at_side, compare, r2, render_truth, ridge_fit, ridge_predict, ssim, swaps
+from clpau.swap_fidelity import (
+    at_side,
+    compare,
+    r2,
+    render_truth,
+    ridge_cv,
+    ridge_fit,
+    ridge_predict,
+    ssim,
+    swaps,
+)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -34,6 +44,10 @@ def test_the_readout_recovers_a_linear_map_and_scores_the_mean_zero():
     fit = ridge_fit(z, y, alpha=1e-6)
     assert r2(ridge_predict(fit, z), y) == pytest.approx(1.0, abs=1e-6)
     assert r2(np.tile(y.mean(0), (len(y), 1)), y) == pytest.approx(0.0, abs=1e-12)
+    # the penalty chosen on held-out groups: the smallest for a noiseless map, a large one for pure noise
+    groups = np.repeat(np.arange(4), 100)
+    assert ridge_cv(z, y, groups)[1] == 1.0
+    assert ridge_cv(z, rng.normal(size=(400, 5)), groups)[1] >= 1e4
 
 
 def test_a_decoder_that_ignores_one_code_makes_that_reference():

@@ -15,8 +15,8 @@ a = g∘f (the AU code) and u = e (the identity code), three images at the decod
 
 by L1 (pixels in [0, 1]) and SSIM (luma). The decoder uses both codes when ỹ is closer to ỹ* than both references.
 Whether the AU code carries A's action into ỹ: a ridge read-out of the renderer's 20 AU intensities from a(x),
-fitted on the frames of the training subjects, scored by R² on a(x_A) and on a(ỹ) (ỹ brought back to the encoder's
-input size) of the held-out pairs.
+fitted on the frames of the training subjects (its penalty chosen by leaving one training fold out), scored by R² on a(x_A) and on a(ỹ) (ỹ brought back to the encoder's
+input size) of the held-out pairs; the same from the encoder's features f (what evaluation probes).
 """
 
 from __future__ import annotations
@@ -69,15 +69,17 @@ def compare(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
 @torch.no_grad()
 def swaps(model, x_a: torch.Tensor, y_b: torch.Tensor) -> dict[str, torch.Tensor]:
     """The swap and the two references (module docstring) for normalised inputs x_a, y_b (N, 3, s, s) of a CLP model
-    with CIR's networks (`model.cir`), and the AU codes a(x_A) and a(ỹ)."""
+    with CIR's networks (`model.cir`); and for the read-out, the AU codes a = g(f(·)) and the encoder's features
+    f(·) — what evaluation probes — of x_A and of ỹ."""
     model.eval()
-    a_x, a_y = model.au_code(x_a), model.au_code(y_b)
+    f_x, f_y = model.encoder(x_a), model.encoder(y_b)
+    a_x, a_y = model.projector(f_x), model.projector(f_y)
     u_x, u_y = model.cir.identity_encoder(x_a), model.cir.identity_encoder(y_b)
     decode = model.cir.decoder
     swap = decode(a_x, u_y)
-    back = F.interpolate(swap, size=x_a.shape[-2:], mode="bilinear", align_corners=False)
+    f_swap = model.encoder(F.interpolate(swap, size=x_a.shape[-2:], mode="bilinear", align_corners=False))
     return {"swap": swap, "ref_self": decode(a_x, u_x), "ref_rest": decode(a_y, u_y), "a_x": a_x,
-            "a_swap": model.au_code(back)}
+            "a_swap": model.projector(f_swap), "f_x": f_x, "f_swap": f_swap}
 
 
 def ridge_fit(z: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,6 +91,19 @@ def ridge_fit(z: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> tuple[np.ndar
     reg[-1, -1] = 0  # no penalty on the intercept
     w = np.linalg.solve(zs1.T @ zs1 + reg, zs1.T @ y)
     return w, mu, sd
+
+
+ALPHAS = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
+
+
+def ridge_cv(z: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas=ALPHAS):
+    """`ridge_fit` with the penalty chosen by leaving one group (a fold of training subjects) out at a time: a
+    read-out that must work on people it was not fitted on. Returns (the fit on all of z, the chosen alpha)."""
+    def held_out(alpha: float) -> float:
+        return float(np.mean([r2(ridge_predict(ridge_fit(z[groups != g], y[groups != g], alpha), z[groups == g]),
+                                 y[groups == g]) for g in np.unique(groups)]))
+    best = max(alphas, key=held_out)
+    return ridge_fit(z, y, best), best
 
 
 def ridge_predict(model: tuple[np.ndarray, np.ndarray, np.ndarray], z: np.ndarray) -> np.ndarray:
