@@ -65,6 +65,16 @@ def test_an_interrupted_store_leaves_nothing_that_looks_like_one(synth_clips, tm
     assert not (tmp_path / "store").exists() and list(tmp_path.iterdir()) == []
 
 
+def test_the_same_crops_make_the_same_store_byte_for_byte(synth_clips, synth_store, tmp_path):
+    # DVC hashes the store: a second write from the same crops must not look like a new corpus downstream
+    again = tmp_path / "again"
+    write_store([synth_clips], again, chunk_frames=48, progress=False)
+    files = sorted(p.name for p in synth_store.iterdir())
+    assert files == sorted(p.name for p in again.iterdir()) and "index.json" in files
+    for name in files:
+        assert (synth_store / name).read_bytes() == (again / name).read_bytes(), name
+
+
 def test_the_store_command_reports_and_refuses_bad_input(synth_clips, synth_store, tmp_path, capsys):
     out = tmp_path / "s"
     assert cli.main(["store", str(synth_clips), "--out", str(out), "--quality", "85", "--quiet"]) == 0

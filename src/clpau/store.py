@@ -17,6 +17,7 @@ Written under a temporary name and renamed when whole: an interrupted run leaves
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -69,6 +70,7 @@ def write_store(roots: list[Path | str], out: Path | str, quality: int = 90, chu
     rows = sum(n[0] for n in sizes)
     t0 = time.perf_counter()
     jpeg_bytes = 0
+    content = hashlib.blake2b(digest_size=8)
     with atomic_dir(out) as tmp, warnings.catch_warnings():
         # litdata warns each time a chunk fills ("An item was larger than the target chunk size"): not news
         warnings.filterwarnings("ignore", "An item was larger than the target chunk size", UserWarning)
@@ -81,11 +83,18 @@ def write_store(roots: list[Path | str], out: Path | str, quality: int = 90, chu
                 for jpeg in encoded:
                     writer.add_item(item, {"jpeg": jpeg})
                     jpeg_bytes += len(jpeg)
+                    content.update(jpeg)
                     item += 1
                 bar.update(len(encoded))
         bar.close()
         writer.done()
         writer.merge()
+        # LitData stamps index.json with the time it was written; the frames' digest instead keeps a store
+        # byte-identical when written again from the same crops (DVC sees no change; a streaming reader, which keys
+        # its chunk cache by this field, still sees a rewritten store as new)
+        index = json.loads((tmp / "index.json").read_text())
+        index["updated_at"] = content.hexdigest()
+        (tmp / "index.json").write_text(json.dumps(index, sort_keys=True))
         np.save(tmp / "landmarks.npy", np.concatenate([crop_landmarks(s) for s in shards]).astype(np.float16))
         table = clips.drop(columns=["shard_path", "store", "store_row"])
         number = {path: k for k, path in enumerate(shards)}  # relative shard names of two sources may coincide

@@ -1,0 +1,53 @@
+"""The table of bench/cir_study.sh's runs: one row per setting and budget, mean ± std over the seeds it ran.
+
+    python bench/cir_study_table.py [reports/cir_study]
+
+Columns: mean F1, same_subject_nn, cross_subject_knn_f1 (metrics/evaluate.json), the swap's L1 to the rendered
+truth beside its two references (A's own reconstruction, B's resting face), the share of pairs where the swap is
+closer than both, the AU code's read-out R² from x_A and from the swap (bench/cir_truth.py), and the mean step time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def cell(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def main() -> None:
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "reports/cir_study")
+    runs = defaultdict(list)
+    for d in sorted(root.iterdir()):
+        m = re.fullmatch(r"cir-(.+)-(\d+)-s(\d+)", d.name)
+        if m and (d / "evaluate.json").exists():
+            runs[(m[1], int(m[2]))].append(d)
+    print("| setting | steps | seeds | mean F1 ↑ | same_subject_nn ↓ | cross_subject_knn_f1 ↑ | swap L1 to ỹ* "
+          "(swap / A's own / B's resting) | swap closer than both (L1) | R² a(x_A) → a(ỹ) | step ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (name, steps), dirs in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        ev = [json.loads((d / "evaluate.json").read_text()) for d in dirs]
+        st = [json.loads((d / "step.json").read_text()) for d in dirs]
+        tr = [json.loads((d / "truth/summary.json").read_text()) for d in dirs if (d / "truth/summary.json").exists()]
+        seeds = ",".join(re.sub(r".*-s", "", d.name) for d in dirs)
+        l1 = " / ".join(cell([t[f"{k}_l1"] for t in tr]) for k in ("swap", "ref_self", "ref_rest")) if tr else "–"
+        print(f"| {name} | {steps} | {seeds} | {cell([e['f1_mean'] for e in ev])} "
+              f"| {cell([e['same_subject_nn'] for e in ev])} | {cell([e['cross_subject_knn_f1'] for e in ev])} "
+              f"| {l1} | {cell([100 * t['swap_closest_share_l1'] for t in tr], 0)} % "
+              f"| {cell([t['r2_a_x_a'] for t in tr])} → {cell([t['r2_a_swap'] for t in tr])} "
+              f"| {cell([s['step_ms'] for s in st], 0)} |")
+
+
+if __name__ == "__main__":
+    main()
