@@ -12,6 +12,8 @@
 # checkout with changes of its own. Each run is a few minutes on 2 cores (every1-frames8 about twice clp's).
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
+# the stages run `clpau`: the venv first on PATH; no telemetry (as in the Makefile)
+export PATH="$(cd "$BIN" && pwd):$PATH" DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1
 OUT=${OUT:-reports/cir_study}
 SEEDS=${SEEDS:-0}
 STEPS=${STEPS:-900}
@@ -28,6 +30,7 @@ declare -A SETTING=(
   [every1-dec64]="-S pretrain.cir_every=1 -S pretrain.decoder_size=64"
   [every1-id]="-S pretrain.cir_every=1 -S pretrain.lambda_id=0.5"
   [every1-w1]="-S pretrain.cir_every=1 -S pretrain.lambda_swap=1 -S pretrain.lambda_cycle=1"
+  [every4-id]="-S pretrain.cir_every=4 -S pretrain.lambda_id=0.5"
   [every1-dec64-id]="-S pretrain.cir_every=1 -S pretrain.decoder_size=64 -S pretrain.lambda_id=0.5"
 )
 SETTINGS=${SETTINGS:-every16 every4 every1 every1-frames8 every1-dec64 every1-id every1-w1}

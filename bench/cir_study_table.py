@@ -1,6 +1,7 @@
 """The table of bench/cir_study.sh's runs: one row per setting and budget, mean ± std over the seeds it ran.
 
     python bench/cir_study_table.py [reports/cir_study]
+    python bench/cir_study_table.py docs/cir_study          # the runs docs/results.md reports (their JSON kept)
 
 Columns: mean F1, same_subject_nn, cross_subject_knn_f1 (metrics/evaluate.json), the swap's L1 to the rendered
 truth beside its two references (A's own reconstruction, B's resting face), the share of pairs where the swap is
@@ -39,13 +40,14 @@ def main() -> None:
     for (name, steps), dirs in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         ev = [json.loads((d / "evaluate.json").read_text()) for d in dirs]
         st = [json.loads((d / "step.json").read_text()) for d in dirs]
-        tr = [json.loads((d / "truth/summary.json").read_text()) for d in dirs if (d / "truth/summary.json").exists()]
+        # truth/summary.json as bench/cir_truth.py writes it; truth.json in the copy kept in docs/cir_study
+        tr = [json.loads(t.read_text()) for d in dirs for t in (d / "truth/summary.json", d / "truth.json") if t.exists()]
         seeds = ",".join(re.sub(r".*-s", "", d.name) for d in dirs)
         l1 = " / ".join(cell([t[f"{k}_l1"] for t in tr]) for k in ("swap", "ref_self", "ref_rest")) if tr else "–"
         print(f"| {name} | {steps} | {seeds} | {cell([e['f1_mean'] for e in ev])} "
               f"| {cell([e['same_subject_nn'] for e in ev])} | {cell([e['cross_subject_knn_f1'] for e in ev])} "
-              f"| {l1} | {cell([100 * t['swap_closest_share_l1'] for t in tr], 0)} % "
-              f"| {cell([t['r2_a_x_a'] for t in tr])} → {cell([t['r2_a_swap'] for t in tr])} "
+              f"| {l1} | {cell([100 * t['swap_closest_share_l1'] for t in tr], 0) + ' %' if tr else '–'} "
+              f"| {cell([t['r2_a_x_a'] for t in tr]) + ' → ' + cell([t['r2_a_swap'] for t in tr]) if tr else '–'} "
               f"| {cell([s['step_ms'] for s in st], 0)} |")
 
 
