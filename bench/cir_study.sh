@@ -5,11 +5,11 @@
 # bench/cir_truth.py on it. One folder per run under $OUT: evaluate.json, pretrain.json, step.json (mean step time
 # over the run, from DVCLive's img_per_s), truth/ (summary.json, pairs.png) and truth.md.
 #
-#   SETTINGS="every4 every1-dec64" bash bench/cir_study.sh                       # the screen: seed 0, 900 steps
+#   bash bench/cir_study.sh                                                       # the screen: seed 0, 900 steps
 #   SETTINGS="tcl every16" SEEDS="0 1 2" STEPS=1500 LR=0.002 bash bench/cir_study.sh   # the study's budget
 #
 # Runs in the workspace and resets params.yaml before each run: use a clone (bench/clp_study.sh's note), not a
-# checkout with changes of its own. Each run is a few minutes on 2 cores (every1-frames8 about twice clp's).
+# checkout with changes of its own. Each run takes 3-5 min on 2 cores at 900 steps, 5.5-7.5 min at 1500.
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 # the stages run `clpau`: the venv first on PATH; no telemetry (as in the Makefile)
@@ -26,14 +26,12 @@ declare -A SETTING=(
   [every4]="-S pretrain.cir_every=4"
   [every1]="-S pretrain.cir_every=1"
   [every4-frames8]="-S pretrain.cir_every=4 -S pretrain.cir_frames=8"
-  [every1-frames8]="-S pretrain.cir_every=1 -S pretrain.cir_frames=8"
   [every1-dec64]="-S pretrain.cir_every=1 -S pretrain.decoder_size=64"
   [every1-id]="-S pretrain.cir_every=1 -S pretrain.lambda_id=0.5"
   [every1-w1]="-S pretrain.cir_every=1 -S pretrain.lambda_swap=1 -S pretrain.lambda_cycle=1"
   [every4-id]="-S pretrain.cir_every=4 -S pretrain.lambda_id=0.5"
-  [every1-dec64-id]="-S pretrain.cir_every=1 -S pretrain.decoder_size=64 -S pretrain.lambda_id=0.5"
 )
-SETTINGS=${SETTINGS:-every16 every4 every1 every1-frames8 every1-dec64 every1-id every1-w1}
+SETTINGS=${SETTINGS:-tcl every16 every4 every1 every4-frames8 every1-dec64 every1-id every4-id every1-w1}
 for name in $SETTINGS; do
   [[ -v "SETTING[$name]" ]] || { echo "cir_study: unknown setting '$name' (known: ${!SETTING[*]})" >&2; exit 2; }
 done
