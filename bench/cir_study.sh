@@ -7,6 +7,7 @@
 #
 #   bash bench/cir_study.sh                                                       # the screen: seed 0, 900 steps
 #   SETTINGS="tcl every16" SEEDS="0 1 2" STEPS=1500 LR=0.002 bash bench/cir_study.sh   # the study's budget
+#   SETTINGS=tcl SEEDS="0 1 2" STEPS=1000 bash bench/cir_study.sh                      # make repro's default
 #
 # Runs in the workspace and resets params.yaml before each run: use a clone (bench/clp_study.sh's note), not a
 # checkout with changes of its own. Each run takes 3-5 min on 2 cores at 900 steps, 5.5-7.5 min at 1500.
@@ -19,17 +20,19 @@ SEEDS=${SEEDS:-0}
 STEPS=${STEPS:-900}
 LR=${LR:-0.004}
 PAIRS=${PAIRS:-300}
-# setting -> its overrides of params.yaml (clp's defaults: cir_every 16, cir_frames 2, decoder 32 px, λ 1/.5/.5/0)
+# setting -> its overrides of params.yaml; every CIR setting trains clp (CIR's defaults: cir_every 16, cir_frames 2,
+# decoder 32 px, λ 1/.5/.5/0) whatever the default method is
+CLP="-S pretrain.method=clp"
 declare -A SETTING=(
   [tcl]="-S pretrain.method=tcl"
-  [every16]=""
-  [every4]="-S pretrain.cir_every=4"
-  [every1]="-S pretrain.cir_every=1"
-  [every4-frames8]="-S pretrain.cir_every=4 -S pretrain.cir_frames=8"
-  [every1-dec64]="-S pretrain.cir_every=1 -S pretrain.decoder_size=64"
-  [every1-id]="-S pretrain.cir_every=1 -S pretrain.lambda_id=0.5"
-  [every1-w1]="-S pretrain.cir_every=1 -S pretrain.lambda_swap=1 -S pretrain.lambda_cycle=1"
-  [every4-id]="-S pretrain.cir_every=4 -S pretrain.lambda_id=0.5"
+  [every16]="$CLP"
+  [every4]="$CLP -S pretrain.cir_every=4"
+  [every1]="$CLP -S pretrain.cir_every=1"
+  [every4-frames8]="$CLP -S pretrain.cir_every=4 -S pretrain.cir_frames=8"
+  [every1-dec64]="$CLP -S pretrain.cir_every=1 -S pretrain.decoder_size=64"
+  [every1-id]="$CLP -S pretrain.cir_every=1 -S pretrain.lambda_id=0.5"
+  [every1-w1]="$CLP -S pretrain.cir_every=1 -S pretrain.lambda_swap=1 -S pretrain.lambda_cycle=1"
+  [every4-id]="$CLP -S pretrain.cir_every=4 -S pretrain.lambda_id=0.5"
 )
 SETTINGS=${SETTINGS:-tcl every16 every4 every1 every4-frames8 every1-dec64 every1-id every4-id every1-w1}
 for name in $SETTINGS; do

@@ -1,4 +1,4 @@
-"""Time to quality: clp's mean F1 and same_subject_nn against seconds of pretraining on this CPU.
+"""Time to quality: a method's mean F1 and same_subject_nn against seconds of pretraining on this CPU.
 
     python bench/time_to_quality.py --tag after --budgets 300 600 900 1200            # params.yaml as it is
     python bench/time_to_quality.py --tag before --set lr=0.002 warmup_steps=20 ...   # other pretrain settings
@@ -48,7 +48,7 @@ e = params.evaluate.model_copy(update={"encoder": out / "encoder.pt", "metrics":
                                        "plots_dir": out / "plots", "probe_out": out / "probe.pt",
                                        "label_fractions": [1.0]})
 m = run_evaluate(params.benchmark, e, p.data, progress=False, log=lambda m: None)
-print(json.dumps({"seconds": seconds, **{k: m[k] for k in ("f1_mean", "f1_std", "same_subject_nn",
+print(json.dumps({"seconds": seconds, "method": p.method, **{k: m[k] for k in ("f1_mean", "f1_std", "same_subject_nn",
                                                            "cross_subject_knn_f1", "subject_variance_share")}}))
 """
 
@@ -105,7 +105,8 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in rows if "method" not in r["set"]]  # clp's settings; other methods stay in the table
+    # CLP's readings (clp, tcl); the baselines stay in the table. Rows written before the method was recorded were clp
+    rows = [r for r in rows if (r.get("method") or r["set"].get("method", "clp")) in {"clp", "tcl"}]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for tag in sorted({r["tag"] for r in rows}):
         mine = [r for r in rows if r["tag"] == tag]

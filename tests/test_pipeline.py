@@ -84,7 +84,8 @@ def test_dvc_repro_runs_the_pipeline(dvc_repo):
     shown = json.dumps(metrics)
     assert '"loss"' in shown and '"f1_mean"' in shown and '"identity_leakage"' in shown
     evaluation = json.loads((repo / "metrics" / "evaluate.json").read_text())
-    assert evaluation["method"] == "clp" and 0 <= evaluation["f1_mean"] <= 1 and len(evaluation["f1"]) == 12
+    method = yaml.safe_load((repo / "params.yaml").read_text())["pretrain"]["method"]  # the default, tcl
+    assert evaluation["method"] == method and 0 <= evaluation["f1_mean"] <= 1 and len(evaluation["f1"]) == 12
     # the floor beside the result: the random-init encoder of the same architecture, probed the same way
     floor = json.loads((repo / "metrics" / "floor.json").read_text())
     assert floor["backbone"] == "resnet_small" and floor["seed"] == 0
@@ -100,9 +101,9 @@ def test_dvc_repro_runs_the_pipeline(dvc_repo):
     _run([str(BIN / "dvc"), "exp", "run", "--temp", "-n", "cmp-random", "-S", "pretrain.method=random"], repo, env)
     table = _run([str(BIN / "clpau"), "compare", "--out", "compare.md"], repo, env)
     summary, runs = table.split("## F1 per AU")[0], table.split("## Runs")[1]
-    rows = [line for line in summary.splitlines() if line.startswith(("| random |", "| clp |"))]
+    rows = [line for line in summary.splitlines() if line.startswith(("| random |", f"| {method} |"))]
     assert len(rows) == 2 and rows[0].startswith("| random | 0 |"), table  # one row per method, in ORDER
-    assert "| random | 0 | cmp-random |" in runs and "| clp | 0 | workspace |" in runs, table
+    assert "| random | 0 | cmp-random |" in runs and f"| {method} | 0 | workspace |" in runs, table
     assert "## F1 per AU" in (repo / "compare.md").read_text()
     assert (repo / "compare.png").stat().st_size > 10000  # the comparison as one picture
 

@@ -21,7 +21,8 @@ from clpau.pretrain import FRAME_METHODS, build_model, fingerprint, load_encoder
 
 
 def _params(tmp_path, clips, **kw) -> PretrainParams:
-    base = {"data": [clips], "out_dir": tmp_path / "models", "live_dir": tmp_path / "live", "batch_clips": 4,
+    # clp, the method with every part (TCL, CIR, keys): the loop's tests cover all of it
+    base = {"method": "clp", "data": [clips], "out_dir": tmp_path / "models", "live_dir": tmp_path / "live", "batch_clips": 4,
             "clip_len": 4, "max_steps": 3, "num_workers": 0, "queue_size": 64, "log_every": 1, "ckpt_every": 2}
     return PretrainParams(**{**base, **kw})
 
