@@ -12,6 +12,10 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# Python keeps what it compiles (.pyc): with PYTHONDONTWRITEBYTECODE set, as some CI images and containers set it, every
+# process compiled every module it imported from source again — `clpau validate` 9.3 s instead of 3.8, importing
+# Lightning Fabric 6.7 s instead of 2.8 (docs/performance.md, `make test`)
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: venv repro test lint bench clean compare serve pool
 venv: $(STAMP)
@@ -37,11 +41,11 @@ pool:
 	test -e data/pool/README.txt || echo "$(POOL_README)" > data/pool/README.txt
 
 # The suite runs in one pytest-xdist process per usable CPU (the affinity mask and cgroup quota, at most 4: each
-# process builds its own fixtures); the flows' tests share one of them (tests/conftest.py). TEST_WORKERS=0: in this
+# process builds its own fixtures), a test module in one process (tests/conftest.py). TEST_WORKERS=0: in this
 # process only.
 TEST_WORKERS ?= $(shell $(BIN)/python -c "from clpau.hardware import usable_cpus; print(min(4, usable_cpus()))")
 test: venv
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: venv
 	$(BIN)/ruff check src tests bench flows

@@ -22,17 +22,21 @@ from clpau.assets import AssetPaths, fetch_assets  # noqa: E402
 from clpau.config import AssetsParams, ExtractParams  # noqa: E402
 from clpau.extract import run_extract  # noqa: E402
 
-# Tests that share the costly session fixtures of the flows (the batches, Prefect's harness, the DVC repo) run in one
-# xdist worker; every other module in one worker of its own choosing, so its module fixtures are built once.
-SHARED_FLOW_FIXTURES = {"batches", "harness", "dvc_repo"}
+# `make test` runs pytest-xdist with `--dist loadfile --no-loadscope-reorder`: each test module in one process, so
+# a module's fixtures (the DVC repo of test_pipeline.py: a minute) are built once, in the order below. The longest
+# modules go first (`--durations` on 2 cores) so that no process starts one near the end while the other idles.
+# (`--dist loadgroup` does not group on pytest 9.2: xdist 3.8 renames node ids that pytest no longer reads,
+# pytest-dev/pytest-xdist#1386.)
+LONGEST_FIRST = ["test_pipeline.py", "test_flows.py", "test_pretrain.py", "test_evaluate.py", "test_extract.py",
+                 "test_resume.py"]
 
 
 def pytest_collection_modifyitems(config, items):
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        shared = SHARED_FLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
-        item.add_marker(pytest.mark.xdist_group("flows" if shared else item.module.__name__))
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each module keeps its own order
 
 
 @pytest.fixture(scope="session")
