@@ -33,7 +33,6 @@ from clpau.config import load_params
 from clpau.data import ClipDataset, finish_views
 from clpau.hardware import autocast_dtype, resolve_precision
 from clpau.pretrain import (
-    Supervised,
     adamw,
     build_model,
     colour_on_host,
@@ -41,6 +40,7 @@ from clpau.pretrain import (
     epoch_loader,
     reuse_freed_memory,
 )
+from clpau.supervised import Supervised
 
 
 def training_step(model, batch: dict, run: Callable, device: str, dtype=None) -> Callable[[], None]:

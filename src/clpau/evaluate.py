@@ -164,7 +164,8 @@ def finetune_fold(encoder_path: Path, data: LabelledSet, train: np.ndarray, test
 
     from .data import LabelledFrames
     from .hardware import autocast_dtype, resolve_precision
-    from .pretrain import Supervised, adamw, encoder_folds, epoch_loader, load_encoder
+    from .pretrain import adamw, encoder_folds, epoch_loader, load_encoder
+    from .supervised import Supervised
 
     torch.manual_seed(fold)
     net, meta = load_encoder(encoder_path, fold=fold if encoder_folds(encoder_path) else None)

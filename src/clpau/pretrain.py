@@ -1,9 +1,10 @@
 """Stage `pretrain`: self-supervised pretraining with Lightning Fabric — one loop, read top to bottom.
 
-Methods (`pretrain.method`): `clp` (TCL + CIR, clp.py), its ablations `tcl` and `cir`, the frame baselines
-`simclr` (NT-Xent, simclr.py) and `moco` (MoCo v2: the CLP module with single frames — no in-clip negatives, no
-ranking, no CIR — is exactly a momentum encoder with a queue), `random` (an untrained encoder) and `supervised`
-(the upper bound: one backbone per fold, trained with AU labels on the other folds' subjects).
+Methods (`pretrain.method`): `tcl` (the default: CLP's in-clip temporal contrast, clp.py + tcl.py), `clp` (TCL +
+CIR, cir.py), the ablation `cir`, the frame baselines `simclr` (NT-Xent, simclr.py) and `moco` (MoCo v2: the CLP
+module with single frames — no in-clip negatives, no ranking, no CIR — is exactly a momentum encoder with a queue),
+`random` (an untrained encoder) and `supervised` (the upper bound, supervised.py: one backbone per fold, trained
+with AU labels on the other folds' subjects).
 
 Writes `out_dir/encoder.pt` (loadable with ``torch.load(..., weights_only=True)``), checkpoints every
 `ckpt_every` steps to `out_dir/checkpoints/last.ckpt` (atomically), and dvclive metrics under `live_dir`. A rerun
@@ -26,28 +27,17 @@ import torch
 from torch.utils.data import DataLoader
 
 from .backbone import build_backbone
-from .clp import CLP, Projector
+from .clp import CLP
 from .config import BenchmarkParams, ConfigError, PretrainParams
 from .data import ClipDataset, JpegStore, clip_table, collate, finish_views, is_store
 from .fileio import hash_modules, save_torch
 from .hardware import device_type, resolve_precision
-from .simclr import nt_xent
+from .simclr import SimCLR
+from .supervised import Supervised
 from .tcl import tcl_loss
 from .time_contrast import time_contrastive_loss
 
 FRAME_METHODS = {"simclr", "moco"}
-
-
-class SimCLR(torch.nn.Module):
-    def __init__(self, backbone: torch.nn.Module, feat_dim: int, dim: int, tau: float):
-        super().__init__()
-        self.encoder, self.projector, self.tau = backbone, Projector(feat_dim, 2 * feat_dim, dim), tau
-
-    def forward(self, view_q, view_k, clip_ids=None, other_identity=None, identity=None) -> dict:
-        z1 = self.projector(self.encoder(view_q.flatten(0, 1)))
-        z2 = self.projector(self.encoder(view_k.flatten(0, 1)))
-        loss = nt_xent(z1, z2, self.tau)
-        return {"loss": loss, "nce": loss}
 
 
 def build_model(p: PretrainParams, gather=None) -> torch.nn.Module:
@@ -154,8 +144,8 @@ def epoch_loader(dataset, batch: int, num_workers: int, seed: int, epoch: int = 
 
 
 LOGGED_TERMS = ("loss", "nce", "rank", "self", "swap", "cycle", "id", "queue_fill")
-TRAINING_CODE = ("pretrain.py", "clp.py", "tcl.py", "cir.py", "simclr.py", "time_contrast.py", "data.py",
-                 "backbone.py")
+TRAINING_CODE = ("pretrain.py", "clp.py", "tcl.py", "cir.py", "simclr.py", "supervised.py", "time_contrast.py",
+                 "data.py", "backbone.py")
 
 
 def colour_on_host(colour_on: str, device_type: str, crop_on: str = "loader") -> bool:
@@ -271,26 +261,6 @@ def load_encoder(path: Path | str, fold: int | None = None) -> tuple[torch.nn.Mo
     meta = {k: v for k, v in blob.items() if k not in ("state_dict", "fold_state_dicts")}
     meta["folds"] = len(folds) if folds is not None else 0
     return net.eval(), meta
-
-
-class Supervised(torch.nn.Module):
-    """The upper bound: the backbone trained on the labelled training folds with a multi-label linear head;
-    unknown labels (-1) are masked out of the loss."""
-
-    def __init__(self, backbone: torch.nn.Module, n_aus: int, pos_weight: torch.Tensor | None = None):
-        super().__init__()
-        self.encoder, self.head = backbone, torch.nn.Linear(backbone.out_dim, n_aus)
-        self.register_buffer("pos_weight", pos_weight if pos_weight is not None else torch.ones(n_aus))
-
-    def forward(self, image: torch.Tensor, labels: torch.Tensor) -> dict:
-        logits = self.head(self.encoder(image)).float()
-        known = labels >= 0
-        weight = self.pos_weight.expand_as(labels)[known]
-        target = labels[known]
-        # pos_weight > 1 on rare AUs: class balancing, as the linear probe does (F1 of the positive class)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[known], target,
-                                                                    weight=torch.where(target > 0, weight, 1.0))
-        return {"loss": loss, "logits": logits}
 
 
 def _train(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Path, desc: str,
