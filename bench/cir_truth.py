@@ -110,7 +110,8 @@ def main() -> None:
         carry[f"r2_{code}_swap"] = r2(ridge_predict(readout, out[f"{code}_swap"].numpy()), au[a_idx])
 
     ckpt = args.ckpt.resolve()
-    summary = {"ckpt": str(ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else args.ckpt), "step": int(state.get("step", -1)), "method": p.method, "pairs": len(a_idx),
+    shown = ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else args.ckpt  # no machine paths in the record
+    summary = {"ckpt": str(shown), "step": int(state.get("step", -1)), "method": p.method, "pairs": len(a_idx),
                "tried": tried, "decoder_size": side, "seconds": round(time.perf_counter() - t0, 1),
                **{f"{k}_{m}": float(v[m].mean()) for k, v in scores.items() for m in v},
                **{f"swap_closest_share_{m}": v for m, v in closer.items()}, **carry}
