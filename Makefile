@@ -43,7 +43,7 @@ pool:
 # The suite runs in one pytest-xdist process per usable CPU (the affinity mask and cgroup quota, at most 4: each
 # process builds its own fixtures), a test module in one process (tests/conftest.py). TEST_WORKERS=0: in this
 # process only.
-TEST_WORKERS ?= $(shell $(BIN)/python -c "from clpau.hardware import usable_cpus; print(min(4, usable_cpus()))")
+TEST_WORKERS ?= $(shell $(BIN)/python -c "from clpau.core.hardware import usable_cpus; print(min(4, usable_cpus()))")
 test: venv
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 

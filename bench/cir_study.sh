@@ -26,13 +26,13 @@ CLP="-S pretrain.method=clp"
 declare -A SETTING=(
   [tcl]="-S pretrain.method=tcl"
   [every16]="$CLP"
-  [every4]="$CLP -S pretrain.cir_every=4"
-  [every1]="$CLP -S pretrain.cir_every=1"
-  [every4-frames8]="$CLP -S pretrain.cir_every=4 -S pretrain.cir_frames=8"
-  [every1-dec64]="$CLP -S pretrain.cir_every=1 -S pretrain.decoder_size=64"
-  [every1-id]="$CLP -S pretrain.cir_every=1 -S pretrain.lambda_id=0.5"
-  [every1-w1]="$CLP -S pretrain.cir_every=1 -S pretrain.lambda_swap=1 -S pretrain.lambda_cycle=1"
-  [every4-id]="$CLP -S pretrain.cir_every=4 -S pretrain.lambda_id=0.5"
+  [every4]="$CLP -S pretrain.cir.every=4"
+  [every1]="$CLP -S pretrain.cir.every=1"
+  [every4-frames8]="$CLP -S pretrain.cir.every=4 -S pretrain.cir.frames=8"
+  [every1-dec64]="$CLP -S pretrain.cir.every=1 -S pretrain.cir.decoder_size=64"
+  [every1-id]="$CLP -S pretrain.cir.every=1 -S pretrain.cir.lambda_id=0.5"
+  [every1-w1]="$CLP -S pretrain.cir.every=1 -S pretrain.cir.lambda_swap=1 -S pretrain.cir.lambda_cycle=1"
+  [every4-id]="$CLP -S pretrain.cir.every=4 -S pretrain.cir.lambda_id=0.5"
 )
 SETTINGS=${SETTINGS:-tcl every16 every4 every1 every4-frames8 every1-dec64 every1-id every4-id every1-w1}
 for name in $SETTINGS; do

@@ -1,4 +1,4 @@
-"""Swap fidelity of a trained clp model against the renderer's truth (issue 33 §1; src/clpau/swap_fidelity.py).
+"""Swap fidelity of a trained clp model against the renderer's truth (issue 33 §1; src/clpau/eval/swap_fidelity.py).
 
     python bench/cir_truth.py [--ckpt models/checkpoints/last.ckpt] [--params params.yaml] [--pairs 300]
                               [--seed 0] [--out reports/cir_truth]
@@ -33,11 +33,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "reports/cir_truth")
     args = ap.parse_args()
 
-    from clpau.benchmarks import load_labelled, read_folds
     from clpau.config import load_params
-    from clpau.face import FaceModels, Template
-    from clpau.pretrain import build_model
-    from clpau.swap_fidelity import (
+    from clpau.core.benchmarks import load_labelled, read_folds
+    from clpau.eval.swap_fidelity import (
         at_side,
         compare,
         normalise,
@@ -48,12 +46,14 @@ def main() -> None:
         swaps,
         to_pixels,
     )
-    from clpau.synth import _model as mesh_model
+    from clpau.synth.benchmark import _model as mesh_model
+    from clpau.train.pretrain import build_method
+    from clpau.video.detect import FaceModels, Template
 
     t0 = time.perf_counter()
     params = load_params(args.params)
     p, bench, synth = params.pretrain, params.benchmark, params.synth
-    model = build_model(p)
+    model = build_method(p)
     if getattr(model, "cir", None) is None:
         raise SystemExit(f"pretrain.method {p.method!r} has no CIR networks: give the params of a clp or cir run")
     state = torch.load(args.ckpt, map_location="cpu", weights_only=True)
@@ -84,7 +84,7 @@ def main() -> None:
         if y is not None:
             a_idx.append(i), b_idx.append(j), truths.append(y)
     a_idx, b_idx = np.array(a_idx), np.array(b_idx)
-    side = p.decoder_size
+    side = p.cir.decoder_size
     target = at_side(np.stack(truths), side)
     x_a, y_b = normalise(crops[a_idx], p.image_size), normalise(crops[b_idx], p.image_size)
     out = swaps(model, x_a, y_b)

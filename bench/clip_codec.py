@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from clpau.swap_fidelity import ssim
+from clpau.eval.swap_fidelity import ssim
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

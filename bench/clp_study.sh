@@ -16,15 +16,15 @@ BUDGET="-S pretrain.max_steps=1500 -S pretrain.lr=0.002"
 declare -A READING=(
   [simclr]="-S pretrain.method=simclr"
   [moco]="-S pretrain.method=moco"
-  [clp-8x1]="-S pretrain.method=clp -S pretrain.frame_stride=1 -S pretrain.key_encoder=momentum"                                  # (a) in-clip negatives, margin m(Δ)
-  [clp-8x4]="-S pretrain.method=clp -S pretrain.frame_stride=4 -S pretrain.key_encoder=momentum"                                # (b) a 1.28 s clip
-  [clp-tc-8x4]="-S pretrain.method=clp -S pretrain.frame_stride=4 -S pretrain.key_encoder=momentum -S pretrain.tcl_variant=time_contrast"  # (c)
-  [clp-motion-8x4]="-S pretrain.method=clp -S pretrain.frame_stride=4 -S pretrain.key_encoder=momentum -S pretrain.margin_by=motion"       # (d)
-  [clp-online-8x1]="-S pretrain.method=clp -S pretrain.frame_stride=1 -S pretrain.key_encoder=online"     # (e)
-  [clp-online-8x4]="-S pretrain.method=clp -S pretrain.frame_stride=4 -S pretrain.key_encoder=online"     # (e)+(b)
-  [clp-online-8x4-store]="-S pretrain.method=clp -S pretrain.frame_stride=4 -S pretrain.key_encoder=online -S pretrain.data=[data/store]"  # (e)+(b) from the JPEG clip store
-  [tcl-online-8x4]="-S pretrain.method=tcl -S pretrain.frame_stride=4 -S pretrain.key_encoder=online"     # CIR off
-  [tcl-8x4]="-S pretrain.method=tcl -S pretrain.frame_stride=4 -S pretrain.key_encoder=momentum"                                          # CIR off
+  [clp-8x1]="-S pretrain.method=clp -S pretrain.frame_stride=1 -S pretrain.tcl.key_encoder=momentum"                                  # (a) in-clip negatives, margin m(Δ)
+  [clp-8x4]="-S pretrain.method=clp -S pretrain.frame_stride=4 -S pretrain.tcl.key_encoder=momentum"                                # (b) a 1.28 s clip
+  [clp-tc-8x4]="-S pretrain.method=clp -S pretrain.frame_stride=4 -S pretrain.tcl.key_encoder=momentum -S pretrain.tcl.variant=time_contrast"  # (c)
+  [clp-motion-8x4]="-S pretrain.method=clp -S pretrain.frame_stride=4 -S pretrain.tcl.key_encoder=momentum -S pretrain.tcl.margin_by=motion"       # (d)
+  [clp-online-8x1]="-S pretrain.method=clp -S pretrain.frame_stride=1 -S pretrain.tcl.key_encoder=online"     # (e)
+  [clp-online-8x4]="-S pretrain.method=clp -S pretrain.frame_stride=4 -S pretrain.tcl.key_encoder=online"     # (e)+(b)
+  [clp-online-8x4-store]="-S pretrain.method=clp -S pretrain.frame_stride=4 -S pretrain.tcl.key_encoder=online -S pretrain.data=[data/store]"  # (e)+(b) from the JPEG clip store
+  [tcl-online-8x4]="-S pretrain.method=tcl -S pretrain.frame_stride=4 -S pretrain.tcl.key_encoder=online"     # CIR off
+  [tcl-8x4]="-S pretrain.method=tcl -S pretrain.frame_stride=4 -S pretrain.tcl.key_encoder=momentum"                                          # CIR off
 )
 READINGS=${READINGS:-simclr moco clp-8x1 clp-8x4 clp-tc-8x4 clp-motion-8x4 clp-online-8x1 clp-online-8x4 tcl-8x4 tcl-online-8x4}
 for r in $READINGS; do

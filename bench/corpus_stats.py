@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from clpau.config import load_params
-from clpau.render import AU_INDEX
-from clpau.synth import BP4D_AUS
+from clpau.synth.benchmark import BP4D_AUS
+from clpau.synth.render import AU_INDEX
 
 
 def runs(present: np.ndarray) -> list[int]:

@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from clpau.config import DriftParams, ExtractParams, load_params
-from clpau.data import load_clips
-from clpau.drift import detect_drift, drift_tables, project, video_embeddings
-from clpau.extract import run_extract
+from clpau.data.clips import load_clips
+from clpau.ops.drift import detect_drift, drift_tables, project, video_embeddings
+from clpau.video.extract import run_extract
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def shifted_sets(pool: pd.DataFrame, work: Path, n_dark: int, n_real: int) -> di
 
 
 def power(args, p: DriftParams) -> None:
-    from clpau.pretrain import load_encoder
+    from clpau.train.encoder import load_encoder
 
     pool = load_clips([args.pool], span=1)
     sets = {"none": pool, **shifted_sets(pool, args.work, args.dark_videos, args.real_videos)}

@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 from clpau.config import AssetsParams, ExtractParams
-from clpau.extract import Workers, run_extract
+from clpau.video.extract import Workers, run_extract
 
 
 def naive(video: Path, params: ExtractParams, limit: int = 200) -> float:
-    from clpau.face import FaceModels, Template, align, detect, landmarks
-    from clpau.video import decode
+    from clpau.video.decode import decode
+    from clpau.video.detect import FaceModels, Template, align, detect, landmarks
 
     models, template = FaceModels(), Template.from_params(params)
     t0, n = time.perf_counter(), 0

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from clpau.chunk import ChunkTask, process_chunk
 from clpau.config import ExtractParams, load_params
-from clpau.extract import run_extract
-from clpau.video import decode
+from clpau.video.chunk import ChunkTask, process_chunk
+from clpau.video.decode import decode
+from clpau.video.extract import run_extract
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ["data/raw/synth/pretrain/P0001_V1.mp4", "data/raw/synth/pretrain/P0002_V1.mp4",

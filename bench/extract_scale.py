@@ -77,8 +77,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from clpau.config import ExtractParams, parse_params
-    from clpau.extract import run_extract
-    from clpau.hardware import usable_cpus
+    from clpau.core.hardware import usable_cpus
+    from clpau.video.extract import run_extract
 
     cores = usable_cpus()
     frames, fps = sample_frames(args.sample)

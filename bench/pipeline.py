@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from clpau.hardware import AVX2_CAPS, BF16_FLAGS, CpuInfo, resolve_precision
+from clpau.core.hardware import AVX2_CAPS, BF16_FLAGS, CpuInfo, resolve_precision
 
 STAGES = ["assets", "synth", "extract@samples", "extract@synth_pretrain", "extract@synth_labelled",
           "validate@samples", "validate@synth_pretrain", "trainset", "pretrain", "evaluate"]

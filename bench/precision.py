@@ -26,14 +26,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from clpau.hardware import AVX2_CAPS
+from clpau.core.hardware import AVX2_CAPS
 
 CHILD = """
 import json, sys
 from pathlib import Path
 from clpau.config import load_params
-from clpau.hardware import resolve_precision
-from clpau.pretrain import run_pretrain
+from clpau.core.hardware import resolve_precision
+from clpau.train.pretrain import run_pretrain
 out, steps, precision, method, seed = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 params = load_params()
 update = {"precision": precision, "method": method, "seed": seed, "out_dir": Path(out), "live_dir": Path(out) / "live",
@@ -43,7 +43,7 @@ if steps:  # a speed run: a short schedule
 p = params.pretrain.model_copy(update=update)
 result = {"auto": resolve_precision("auto", "cpu")[0], **run_pretrain(p, progress=False, log=lambda m: None)}
 if not steps:
-    from clpau.evaluate import run_evaluate
+    from clpau.eval.evaluate import run_evaluate
     e = params.evaluate.model_copy(update={"encoder": Path(out) / "encoder.pt", "metrics": Path(out) / "eval.json",
                                            "plots_dir": Path(out) / "plots", "probe_out": Path(out) / "probe.pt"})
     m = run_evaluate(params.benchmark, e, p.data, progress=False, log=lambda m: None)

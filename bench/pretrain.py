@@ -28,19 +28,16 @@ from pathlib import Path
 
 import torch
 
-from clpau.backbone import build_backbone
-from clpau.config import load_params
-from clpau.data import ClipDataset, finish_views
-from clpau.hardware import autocast_dtype, resolve_precision
-from clpau.pretrain import (
-    adamw,
-    build_model,
-    colour_on_host,
-    crop_on_host,
-    epoch_loader,
-    reuse_freed_memory,
-)
-from clpau.supervised import Supervised
+from clpau.config import PretrainParams, load_params
+from clpau.core.hardware import autocast_dtype, resolve_precision
+from clpau.data.augment import finish_views
+from clpau.data.datasets import ClipDataset
+from clpau.methods.backbones import build_backbone
+from clpau.methods.supervised import Supervised
+from clpau.train.loop import adamw, reuse_freed_memory
+from clpau.train.placement import colour_on_host, crop_on_host
+from clpau.train.pretrain import build_method
+from clpau.train.sampling import epoch_loader
 
 
 def training_step(model, batch: dict, run: Callable, device: str, dtype=None) -> Callable[[], None]:
@@ -131,7 +128,7 @@ def main() -> None:
     updates = {"backbone": args.backbone, "image_size": args.image_size, "batch_clips": args.batch_clips,
                "data": args.data}
     p = p.model_copy(update={k: v for k, v in updates.items() if v is not None})
-    args.steps = -(-args.steps // p.cir_every) * p.cir_every
+    args.steps = -(-args.steps // p.cir.every) * p.cir.every
     precision, why = resolve_precision(args.precision, args.device)
     dtype = autocast_dtype(precision)
     torch.manual_seed(0)
@@ -143,25 +140,30 @@ def main() -> None:
             "other": torch.randn(b, 3, s, s)}
     frames = {"q": torch.randn(images, 1, 3, s, s), "k": torch.randn(images, 1, 3, s, s),
               "ids": torch.arange(images), "other": None}
-    schedules = [n for n in (2, 4, 8, 16) if n != p.cir_every]
-    print(f"  (clp: params.yaml's CIR schedule, cir_every {p.cir_every}, cir_frames {p.cir_frames}; "
+    schedules = [n for n in (2, 4, 8, 16) if n != p.cir.every]
+    print(f"  (clp: params.yaml's CIR schedule, cir.every {p.cir.every}, cir.frames {p.cir.frames}; "
           f"clp-everyN: CIR on every Nth step instead; clp-full: CIR on every step, on 2 frames per clip; "
           f"clp-compiled: with compile_keys; clp-8x1-4096: the defaults up to f1fbef8: CIR on every 8th step "
           f"on 1 frame per clip, a queue of 4096)")
     steps = {}
-    variants = [("clp", clip, {"compile_keys": False}), ("clp-compiled", clip, {"compile_keys": True})]
-    variants += [(f"clp-every{n}", clip, {"cir_every": n}) for n in schedules]
-    variants.append(("clp-8x1-4096", clip, {"cir_every": 8, "cir_frames": 1, "queue_size": 4096}))
-    for name, batch, update in (*variants, ("clp-full", clip, {"cir_every": 1, "cir_frames": 2}),
+    momentum = {"key_encoder": "momentum"}
+    variants = [("clp", clip, {}), ("clp-compiled", clip, {"tcl": {**momentum, "compile_keys": True}})]
+    variants += [(f"clp-every{n}", clip, {"cir": {"every": n}}) for n in schedules]
+    variants.append(("clp-8x1-4096", clip, {"cir": {"every": 8, "frames": 1},
+                                            "tcl": {**momentum, "queue_size": 4096}}))
+    for name, batch, update in (*variants, ("clp-full", clip, {"cir": {"every": 1, "frames": 2}}),
                                 ("tcl", clip, {}), ("cir", clip, {}), ("simclr", frames, {}), ("moco", frames, {})):
-        model = build_model(p.model_copy(update={"method": name.split("-")[0], **update})).train()
-        steps[name] = training_step(model, batch, lambda m, x: m(x["q"], x["k"], x["ids"], x["other"]), args.device,
-                                    dtype)
+        dumped = p.model_dump()
+        sections = {k: {**dumped[k], **v} for k, v in update.items()}
+        model = build_method(PretrainParams.model_validate({**dumped, **sections, "method": name.split("-")[0]})).train()
+        steps[name] = training_step(model, batch, lambda m, x: m({"view_q": x["q"], "view_k": x["k"], "clip_id": x["ids"],
+                                                                  "others": lambda: x["other"]}),
+                                    args.device, dtype)
     n_aus = len(load_params().benchmark.au_list)
     steps["supervised"] = training_step(
         Supervised(build_backbone(p.backbone), n_aus).train(),
         {"x": torch.randn(images, 3, s, s), "y": torch.randint(0, 2, (images, n_aus)).float()},
-        lambda m, x: m(x["x"], x["y"]), args.device, dtype)
+        lambda m, x: m({"image": x["x"], "labels": x["y"]}), args.device, dtype)
     # what a second view costs: one gradient-free forward of the same images (MoCo's and TCL's keys)
     steps["forward-only"] = forward_step(build_backbone(p.backbone).train(), images, s, args.device, dtype)
     for step in steps.values():
@@ -203,7 +205,7 @@ def main() -> None:
     colour_on = "loader" if host else "trainer"
     ds = ClipDataset(p.data, clip_len=t, stride=p.frame_stride, size=s, seed=p.seed, frame_jitter=p.frame_jitter,
                      colour_on_host=host, crop_on_host=crop_host)
-    batches = endless(ds, b, 0, p.cir_every)
+    batches = endless(ds, b, 0, p.cir.every)
     warm_up(lambda: next(batches))
     views = {k: v.to(args.device) for k, v in next(batches).items() if isinstance(v, torch.Tensor)}
     crop_on = "loader" if crop_host else "trainer"
@@ -236,7 +238,7 @@ def main() -> None:
     print(f"  loader (in the training process): {loader_rate:.0f} frames/s (each with 2 views) = "
           f"{statistics.median(r):.1f}x what the clp step consumes (rounds {r[0]:.1f}-{r[-1]:.1f})")
     # loader processes: they load while the clock waits, so they are timed alone (the first batches start them)
-    batches = endless(ds, b, args.workers, p.cir_every)
+    batches = endless(ds, b, args.workers, p.cir.every)
     warm_up(lambda: next(batches))
     loader_rate = images / seconds(lambda: next(batches), 3 * args.steps, "cpu")
     print(f"  loader ({args.workers} worker processes, alone): {loader_rate:.0f} frames/s = "

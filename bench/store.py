@@ -47,8 +47,10 @@ def main() -> None:
 
     import torch
 
-    from clpau.data import ClipDataset, JpegStore, load_clips
-    from clpau.store import write_store
+    from clpau.data.clips import load_clips
+    from clpau.data.datasets import ClipDataset
+    from clpau.data.jpeg_store import JpegStore
+    from clpau.data.store import write_store
 
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="clpau-store-bench-"))
@@ -98,7 +100,7 @@ def main() -> None:
         out["batch_ms_store"] = batch_ms(store)
 
         # the trainer's decoder (`decode_on: trainer`): a GPU profile batch (64 clips x 8 frames) in one call
-        from clpau.data import decode_batch
+        from clpau.data.jpeg_store import decode_batch
 
         blobs = [jpeg.items[int(flat[k] + r)]["jpeg"] for k, r in pick[:512]]
         packed = np.frombuffer(b"".join(blobs), np.uint8).copy()
@@ -124,7 +126,7 @@ def main() -> None:
         if not args.skip_train:
             for name, data in (("raw", args.data), ("store", str(store))):
                 live = tmp / f"live_{name}"
-                code = ("import sys; from clpau.config import PretrainParams; from clpau.pretrain import run_pretrain; "
+                code = ("import sys; from clpau.config import PretrainParams; from clpau.train.pretrain import run_pretrain; "
                         f"run_pretrain(PretrainParams(data=[{data!r}], max_steps={args.steps}, "
                         f"log_every={args.steps // 2}, out_dir={str(tmp / ('m_' + name))!r}, "
                         f"live_dir={str(live)!r}), progress=False, log=lambda *a: None)")

@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 
 from clpau.config import load_params
-from clpau.labels import read_occurrence_csv
-from clpau.render import AU_NAMES, Identity, MeshModel, Pose, Renderer
-from clpau.synth import BP4D_AUS, _seed, read_folds
-from clpau.video import write_h264
+from clpau.core.labels import read_occurrence_csv
+from clpau.synth.benchmark import BP4D_AUS, _seed, read_folds
+from clpau.synth.render import AU_NAMES, Identity, MeshModel, Pose, Renderer
+from clpau.video.decode import write_h264
 
 
 def render_speed(params, frames: int) -> tuple[float, float]:

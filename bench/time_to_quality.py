@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from clpau.hardware import AVX2_CAPS
+from clpau.core.hardware import AVX2_CAPS
 
 RESULTS = Path("reports/time_to_quality.json")
 
@@ -35,8 +35,8 @@ CHILD = """
 import json, sys, time
 from pathlib import Path
 from clpau.config import load_params
-from clpau.pretrain import run_pretrain
-from clpau.evaluate import run_evaluate
+from clpau.train.pretrain import run_pretrain
+from clpau.eval.evaluate import run_evaluate
 out, steps, seed, overrides = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
 params = load_params()
 p = params.pretrain.model_validate({**params.pretrain.model_dump(), **overrides, "max_steps": steps, "seed": seed,

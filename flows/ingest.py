@@ -22,10 +22,10 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from clpau import ingest, sync
 from clpau.config import Params, load_params
-from clpau.drift import run_drift
-from clpau.validate import validate_tables
+from clpau.ops import ingest, sync
+from clpau.ops.drift import run_drift
+from clpau.ops.validate import validate_tables
 
 
 @task(name="extract-video", retries=2, retry_delay_seconds=5, task_run_name="extract {video.name}")

@@ -16,8 +16,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from clpau import retrain, sync
 from clpau.config import load_params
+from clpau.ops import retrain, sync
 
 
 @task(name="pull")

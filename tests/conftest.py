@@ -18,9 +18,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # each test session gets its own Prefect home (database, settings): nothing leaks between runs or into ~/.prefect
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="clpau-prefect-")
 
-from clpau.assets import AssetPaths, fetch_assets  # noqa: E402
 from clpau.config import AssetsParams, ExtractParams  # noqa: E402
-from clpau.extract import run_extract  # noqa: E402
+from clpau.synth.assets import AssetPaths, fetch_assets  # noqa: E402
+from clpau.video.extract import run_extract  # noqa: E402
 
 # `make test` runs pytest-xdist with `--dist loadfile --no-loadscope-reorder`: each test module in one process, so
 # a module's fixtures (the DVC repo of test_pipeline.py: a minute) are built once, in the order below. The longest
@@ -63,7 +63,7 @@ def synth_clips(assets, tmp_path_factory):
     """A small synthetic set, rendered and extracted: pretraining corpus of 4 identities x 1 clip x 48 frames in
     the returned folder; the 24 labelled subjects x 1 task x 16 frames in ../labelled_clips (labels in ../labels)."""
     from clpau.config import SynthParams
-    from clpau.synth import run_synth
+    from clpau.synth.benchmark import run_synth
 
     root = tmp_path_factory.mktemp("synth_small")
     params = SynthParams(assets_dir=assets.root, out_dir=root / "raw", labels_dir=root / "labels",
@@ -81,7 +81,7 @@ def synth_clips(assets, tmp_path_factory):
 @pytest.fixture(scope="session")
 def synth_store(synth_clips, tmp_path_factory) -> Path:
     """`synth_clips` as a clip store of one chunk per video (48 frames: 4 chunks of 5 clips)."""
-    from clpau.store import write_store
+    from clpau.data.store import write_store
 
     out = tmp_path_factory.mktemp("store") / "store"
     write_store([synth_clips], out, chunk_frames=48, progress=False)
@@ -100,7 +100,7 @@ def batches(assets, tmp_path_factory):
     import numpy as np
 
     from clpau.config import SynthParams
-    from clpau.synth import run_synth
+    from clpau.synth.benchmark import run_synth
 
     root = tmp_path_factory.mktemp("batches")
     params = SynthParams(assets_dir=assets.root, out_dir=root / "raw", labels_dir=root / "labels",

@@ -11,8 +11,8 @@ from datetime import timedelta
 
 import torch.distributed as dist
 
-from clpau.data import ClipDataset
-from clpau.pretrain import epoch_loader
+from clpau.data.datasets import ClipDataset
+from clpau.train.sampling import epoch_loader
 
 store, out, epochs, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 dist.init_process_group("gloo", timeout=timedelta(seconds=120))

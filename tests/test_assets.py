@@ -2,9 +2,9 @@ import os
 
 import pytest
 
-from clpau.assets import MANIFEST, AssetError, fetch_assets
 from clpau.config import AssetsParams
-from clpau.fileio import sha256_file
+from clpau.core.fileio import sha256_file
+from clpau.synth.assets import MANIFEST, AssetError, fetch_assets
 
 
 def test_assets_are_checked_and_complete(assets):

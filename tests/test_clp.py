@@ -9,10 +9,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clpau.backbone import max_pool_3x3_s2, resnet18, resnet_small
-from clpau.cir import cir_losses
-from clpau.clp import CLP
-from clpau.tcl import tcl_loss, temporal_margin
+from clpau.methods.backbones import max_pool_3x3_s2, resnet18, resnet_small
+from clpau.methods.cir import CIRParams, cir_losses
+from clpau.methods.clp import CLP
+from clpau.methods.tcl import TCL, TCLParams, tcl_loss, temporal_margin
+
+
+def _clp(cir: bool = True, **kw):
+    """A small CLP (or TCL alone) with momentum keys and a queue unless told otherwise; `kw` of either section."""
+    tcl = {"dim": 16, "queue_size": 12, "key_encoder": "momentum"} | {k: v for k, v in kw.items() if k in TCLParams.model_fields}
+    if not cir:
+        return TCL(resnet_small(), TCLParams(**tcl))
+    cir_kw = {"id_dim": 8, "decoder_size": 16, "every": 1} | {k: v for k, v in kw.items() if k in CIRParams.model_fields}
+    return CLP(resnet_small(), TCLParams(**tcl), CIRParams(**cir_kw))
+
+
+def _batch(q, k, ids, others=None, identity=None) -> dict:
+    """A loader's batch as the loop hands it to a method; `others` a tensor or a function that loads them."""
+    batch = {"view_q": q, "view_k": k, "clip_id": ids, "others": others if callable(others) else lambda: others}
+    if identity is not None:
+        batch["identity"] = identity
+    return batch
 
 
 def test_resnet18_matches_torchvision_size():
@@ -125,28 +142,27 @@ def test_swap_and_cycle_vanish_for_a_perfect_encoder_decoder_pair():
 
 def test_clp_forward_backward_and_queue():
     torch.manual_seed(0)
-    net = CLP(resnet_small(), 256, dim=16, queue_size=12, id_dim=8, decoder_size=16)
+    net = _clp()
     x = torch.randn(2, 4, 3, 64, 64)
-    out = net(x, x + 0.01 * torch.randn_like(x), torch.tensor([0, 1]), torch.randn(2, 3, 64, 64))
+    out = net(_batch(x, x + 0.01 * torch.randn_like(x), torch.tensor([0, 1]), torch.randn(2, 3, 64, 64)))
     out["loss"].backward()
     assert all(k in out for k in ("nce", "rank", "self", "swap", "cycle"))
     assert net.encoder.conv1.weight.grad is not None and net.key_encoder.conv1.weight.grad is None
     assert out["queue_fill"].item() == pytest.approx(8 / 12)
-    assert set(net.queue_ids[:8].tolist()) == {0, 1}
-    net(x, x, torch.tensor([2, 3]), torch.randn(2, 3, 64, 64))
-    assert int(net.queue_ptr) == 4  # 16 keys through a 12-slot ring
+    assert set(net.queue.ids[:8].tolist()) == {0, 1}
+    net(_batch(x, x, torch.tensor([2, 3]), torch.randn(2, 3, 64, 64)))
+    assert int(net.queue.ptr) == 4  # 16 keys through a 12-slot ring
     # the first step saw an empty queue: its 12 slots are in the logits, all masked
     assert out["logits"].shape == (8, 4 + 12) and torch.isinf(out["logits"][:, 4:]).all()
 
 
 def test_cir_every_skips_cir_and_the_optimizer_leaves_its_networks_alone_in_between():
     torch.manual_seed(0)
-    net = CLP(resnet_small(), 256, dim=16, queue_size=12, id_dim=8, decoder_size=16, cir_every=2,
-              lambdas=(1, .5, .5, .5))
+    net = _clp(every=2, lambda_id=0.5)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.1)
     x = torch.randn(2, 4, 3, 64, 64)
     other = torch.randn(2, 3, 64, 64)
-    first = net(x, x, torch.tensor([0, 1]), other)
+    first = net(_batch(x, x, torch.tensor([0, 1]), other))
     assert "self" in first and "id" in first
     first["loss"].backward()
     opt.step()
@@ -154,7 +170,7 @@ def test_cir_every_skips_cir_and_the_optimizer_leaves_its_networks_alone_in_betw
     cir_nets = [*net.cir.decoder.parameters(), *net.cir.identity_encoder.parameters()]
     after_cir = [p.detach().clone() for p in cir_nets]
     encoder_before = [p.detach().clone() for p in net.encoder.parameters()]
-    second = net(x, x, torch.tensor([2, 3]), other)
+    second = net(_batch(x, x, torch.tensor([2, 3]), other))
     assert "self" not in second
     second["loss"].backward()
     opt.step()
@@ -162,7 +178,7 @@ def test_cir_every_skips_cir_and_the_optimizer_leaves_its_networks_alone_in_betw
     assert all(p.grad is None for p in cir_nets)
     assert all(torch.equal(p, q) for p, q in zip(cir_nets, after_cir, strict=True))
     assert not all(torch.equal(p, q) for p, q in zip(net.encoder.parameters(), encoder_before, strict=True))
-    assert "self" in net(x, x, torch.tensor([4, 5]), other)
+    assert "self" in net(_batch(x, x, torch.tensor([4, 5]), other))
 
 
 def test_the_frames_of_other_people_are_loaded_only_on_cir_steps():
@@ -174,78 +190,76 @@ def test_the_frames_of_other_people_are_loaded_only_on_cir_steps():
         loaded.append(True)
         return other
 
-    net = CLP(resnet_small(), 256, dim=16, queue_size=12, id_dim=8, decoder_size=16, cir_every=3)
-    steps = [net(x, x, torch.tensor([0, 1]), load_others) for _ in range(6)]
+    net = _clp(every=3)
+    steps = [net(_batch(x, x, torch.tensor([0, 1]), load_others)) for _ in range(6)]
     assert ["self" in s for s in steps] == [True, False, False, True, False, False] and len(loaded) == 2
     # the same terms as with the frames given
     torch.manual_seed(1)
-    net = CLP(resnet_small(), 256, dim=16, queue_size=12, id_dim=8, decoder_size=16).eval()
-    given, lazy = net(x, x, torch.tensor([0, 1]), other), net(x, x, torch.tensor([0, 1]), load_others)
+    net = _clp().eval()
+    given, lazy = net(_batch(x, x, torch.tensor([0, 1]), other)), net(_batch(x, x, torch.tensor([0, 1]), load_others))
     assert all(torch.equal(given[k], lazy[k]) for k in ("self", "swap", "cycle"))
-    tcl_only = CLP(resnet_small(), 256, dim=16, queue_size=12, use_cir=False)
-    tcl_only(x, x, torch.tensor([0, 1]), load_others)
+    tcl_only = _clp(cir=False)
+    tcl_only(_batch(x, x, torch.tensor([0, 1]), load_others))
     assert len(loaded) == 3  # once more for `lazy`, never for the model without CIR
 
 
 def test_symmetric_loss_averages_both_directions_and_enqueues_one_view():
     def net(symmetric):
         torch.manual_seed(0)
-        return CLP(resnet_small(), 256, dim=16, queue_size=64, use_cir=False, symmetric=symmetric).train()
+        return _clp(cir=False, queue_size=64, symmetric=symmetric).train()
 
     torch.manual_seed(1)
     x, y = torch.randn(2, 4, 3, 64, 64), torch.randn(2, 4, 3, 64, 64)
     ids = torch.tensor([0, 1])
     one, both = net(False), net(True)
     # identical views: both directions are the same problem, so the symmetric loss equals the one-way loss
-    assert both(x, x.clone(), ids)["loss"].item() == pytest.approx(one(x, x.clone(), ids)["loss"].item(), rel=1e-4)
-    assert int(both.queue_fill) == int(one.queue_fill) == 8
+    assert both(_batch(x, x.clone(), ids))["loss"].item() == pytest.approx(one(_batch(x, x.clone(), ids))["loss"].item(),
+                                                                           rel=1e-4)
+    assert int(both.queue.fill) == int(one.queue.fill) == 8
     # different views: the average of (x → keys of y) and (y → keys of x) (eval mode: in training, batch norm sees
     # both views in one batch)
-    fwd, back = net(False).eval()(x, y, ids)["loss"].item(), net(False).eval()(y, x, ids)["loss"].item()
-    assert net(True).eval()(x, y, ids)["loss"].item() == pytest.approx((fwd + back) / 2, rel=1e-4)
+    fwd, back = net(False).eval()(_batch(x, y, ids))["loss"].item(), net(False).eval()(_batch(y, x, ids))["loss"].item()
+    assert net(True).eval()(_batch(x, y, ids))["loss"].item() == pytest.approx((fwd + back) / 2, rel=1e-4)
     assert abs(fwd - back) > 1e-3
 
 
-def test_online_keys_use_the_batch_as_negatives_and_leave_queue_and_key_encoder_alone():
+def test_online_keys_use_the_batch_as_negatives_with_no_queue_or_key_encoder():
     torch.manual_seed(0)
-    net = CLP(resnet_small(), 256, dim=16, queue_size=64, use_cir=False, online_keys=True).train()
-    before = [p.clone() for p in net.key_encoder.parameters()]
+    net = _clp(cir=False, key_encoder="online").train()
     x, y = torch.randn(2, 4, 3, 64, 64), torch.randn(2, 4, 3, 64, 64)
-    out = net(x, y, torch.tensor([0, 1]))
+    out = net(_batch(x, y, torch.tensor([0, 1])))
     out["loss"].backward()
     # per anchor: positive, 3 in-clip negatives, then the batch's 8 keys of which the own clip's 4 are masked
     assert out["logits"].shape == (8, 1 + 3 + 8)
     assert torch.isinf(out["logits"][:4, 4:8]).all() and torch.isfinite(out["logits"][:4, 8:]).all()
-    assert int(net.queue_fill) == 0
-    assert all(torch.equal(a, b) for a, b in zip(before, net.key_encoder.parameters(), strict=True))
+    assert "queue_fill" not in out and not hasattr(net, "queue") and not hasattr(net, "key_encoder")
     assert net.encoder.conv1.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("options", [{}, {"symmetric": True, "same_person": True}, {"online_keys": True}])
+@pytest.mark.parametrize("options", [{}, {"symmetric": True, "negatives": "same_person"}, {"key_encoder": "online"}])
 def test_a_training_step_never_reads_a_value_back_from_the_device(options):
     # On the meta device tensors have shapes but no values: any step that reads one back (int(), .item(), .any(),
     # boolean indexing) raises. On a GPU each such read would stall the queue of launched kernels every step.
     with torch.device("meta"):
-        net = CLP(resnet_small(), 256, dim=16, queue_size=12, id_dim=8, decoder_size=16, cir_every=2,
-                  lambdas=(1, .5, .5, .5), **options)
+        net = _clp(every=2, lambda_id=0.5, **options)
         net._calls = 0  # the one read of the step counter, at the first step after construction or loading
         x, other, ids = torch.randn(2, 4, 3, 64, 64), torch.randn(2, 3, 64, 64), torch.tensor([0, 1])
         for _ in range(2):  # a step with CIR and one without
-            out = net(x, x, ids, other, ids)
+            out = net(_batch(x, x, ids, other, ids))
             out["loss"].backward()
     assert out["loss"].shape == () and "self" not in out
 
 
 def test_a_loaded_state_restarts_the_cir_schedule_from_its_step_count():
     torch.manual_seed(0)
-    net = CLP(resnet_small(), 256, dim=16, queue_size=12, id_dim=8, decoder_size=16, cir_every=2)
+    net = _clp(every=2)
     x, other = torch.randn(2, 4, 3, 64, 64), torch.randn(2, 3, 64, 64)
     for step in range(2):  # steps 0 (CIR) and 1: the next one, step 2, runs CIR
-        net(x, x, torch.tensor([2 * step, 2 * step + 1]), other)
-    resumed = CLP(resnet_small(), 256, dim=16, queue_size=12, id_dim=8, decoder_size=16, cir_every=2)
-    resumed(x, x, torch.tensor([0, 1]), other)  # its own step 0: its next would be step 1, without CIR ...
+        net(_batch(x, x, torch.tensor([2 * step, 2 * step + 1]), other))
+    resumed = _clp(every=2)
+    resumed(_batch(x, x, torch.tensor([0, 1]), other))  # its own step 0: its next would be step 1, without CIR ...
     resumed.load_state_dict(net.state_dict())
-    assert "self" in resumed(x, x, torch.tensor([4, 5]), other)  # ... but it continues at step 2
+    assert "self" in resumed(_batch(x, x, torch.tensor([4, 5]), other))  # ... but it continues at step 2
 
 
 def _steps_of(net, steps=3):
@@ -255,20 +269,20 @@ def _steps_of(net, steps=3):
     losses = []
     for step in range(steps):
         x, y = torch.randn(2, 4, 3, 32, 32), torch.randn(2, 4, 3, 32, 32)
-        out = net(x, y, torch.tensor([2 * step, 2 * step + 1]))
+        out = net(_batch(x, y, torch.tensor([2 * step, 2 * step + 1])))
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
         losses.append(out["loss"].item())
-    return torch.tensor(losses), net.queue.clone(), net.key_encoder.bn1.running_mean.clone()
+    return torch.tensor(losses), net.queue.keys.clone(), net.key_encoder.bn1.running_mean.clone()
 
 
 def test_compiled_keys_are_the_uncompiled_keys():
     # Keys of momentum weights that change in place after every step, and the key encoder's own batch statistics:
     # the compiled forward must see each step's weights and update what the eager one updates.
     torch.manual_seed(0)
-    eager = CLP(resnet_small(), 256, dim=16, queue_size=64, use_cir=False, momentum=0.5).train()
-    compiled = CLP(resnet_small(), 256, dim=16, queue_size=64, use_cir=False, momentum=0.5, compile_keys=True).train()
+    eager = _clp(cir=False, queue_size=64, momentum=0.5).train()
+    compiled = _clp(cir=False, queue_size=64, momentum=0.5, compile_keys=True).train()
     compiled.load_state_dict(eager.state_dict())
     assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints move between the two
     with warnings.catch_warnings():
@@ -284,8 +298,8 @@ def test_without_a_working_compiler_the_keys_run_uncompiled():
 
     torch._dynamo.reset()
     torch.manual_seed(0)
-    eager = CLP(resnet_small(), 256, dim=16, queue_size=64, use_cir=False).train()
-    fallback = CLP(resnet_small(), 256, dim=16, queue_size=64, use_cir=False, compile_keys=True).train()
+    eager = _clp(cir=False, queue_size=64).train()
+    fallback = _clp(cir=False, queue_size=64, compile_keys=True).train()
     fallback.load_state_dict(eager.state_dict())
     # no C++ compiler, and no compiled graph from an earlier test to reuse
     with inductor.patch({"cpp.cxx": ("clpau-no-such-compiler",), "fx_graph_cache": False}), \

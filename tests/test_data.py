@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clpau.data import LUMA, ClipDataset, colour_jitter
+from clpau.data.augment import LUMA, colour_jitter
+from clpau.data.datasets import ClipDataset
 
 
 def _one_still_clip(tmp_path, frames: int = 8):
@@ -68,7 +69,7 @@ def test_the_one_pass_colour_jitter_is_the_step_by_step_one():
 def test_a_loaded_batch_holds_each_clip_where_its_own_item_would(synth_clips):
     # the loader assembles batches in place (ClipDataset.__getitems__); each position must hold its own clip's
     # views and identity exactly as that clip's item alone
-    from clpau.pretrain import epoch_loader
+    from clpau.train.sampling import epoch_loader
 
     ds = ClipDataset([synth_clips], clip_len=4, size=32, frame_jitter=0.03)
     ds.set_epoch(2)
@@ -109,7 +110,7 @@ def test_swap_partners_are_other_people_and_follow_the_epoch(synth_clips):
 def test_views_coloured_on_the_trainer_are_those_the_loader_colours(synth_clips):
     # colour_on: trainer — the loader sends uint8 crops and each view's colour draw; `finish_views` colours the
     # whole batch at once where the batch is (a GPU). Same draws, same views, up to float rounding.
-    from clpau.data import finish_views
+    from clpau.data.augment import finish_views
 
     indices = list(range(20))  # every clip of the fixture
     for augment in (True, False):
@@ -132,7 +133,7 @@ def test_views_cropped_on_the_trainer_are_close_to_those_the_loader_crops(synth_
     # crop_on: trainer — the loader sends each clip's frames once with both views' crop boxes and colour draws;
     # `finish_views` crops by bilinear sampling on the batch's device. Same draws; the loader's resize rounds to
     # uint8 and replicates the crop's edge where the sampler reads the pixels beyond it, so close, not equal.
-    from clpau.data import finish_views
+    from clpau.data.augment import finish_views
 
     indices = list(range(20))
     for size, mean_within in ((112, 0.005), (56, 0.02)):  # the crops' own scale (S0 = 112), and shrunk 1.7-2x
@@ -157,7 +158,7 @@ def test_views_cropped_on_the_trainer_are_close_to_those_the_loader_crops(synth_
 def test_track_reach_follows_overlapping_clips_of_one_track_and_stops_at_a_cut():
     import pandas as pd
 
-    from clpau.data import track_reach
+    from clpau.data.clips import track_reach
 
     # one shard: a track of frames 0-39 at rows 0-39 (clips at 0, 8, 16, 24), then after a cut a second track of
     # frames 40-63 at rows 40-63 whose first clip merely touches the first track's last one; a clip of another shard

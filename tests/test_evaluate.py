@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from clpau.benchmarks import LeakError, check_pretraining_disjoint, load_labelled, read_folds, split
 from clpau.config import BenchmarkParams, EvaluateParams, PretrainParams
-from clpau.evaluate import f1_per_au, fit_probe, identity_accuracy, probe_proba, run_evaluate, subsample
-from clpau.labels import read_occurrence_csv
-from clpau.pretrain import run_pretrain
+from clpau.core.benchmarks import LeakError, check_pretraining_disjoint, load_labelled, read_folds, split
+from clpau.core.labels import read_occurrence_csv
+from clpau.eval.evaluate import f1_per_au, run_evaluate
+from clpau.eval.probe import fit_probe, identity_accuracy, probe_proba, subsample
+from clpau.train.pretrain import run_pretrain
 
 
 def test_f1_hand_computed():
@@ -113,7 +114,7 @@ def test_evaluate_stage_writes_metrics_plots_and_probe(method, synth_clips, tmp_
 
 
 def test_the_floor_is_the_random_init_encoder_and_stands_beside_the_result(synth_clips, tmp_path):
-    from clpau.floor import run_floor
+    from clpau.eval.floor import run_floor
 
     bench = _bench(synth_clips)
     pre = PretrainParams(data=[synth_clips], method="random", out_dir=tmp_path / "models", live_dir=tmp_path / "l",
@@ -167,7 +168,7 @@ def test_disfa_layout_joins_the_same_frames_as_the_csv_layout(synth_clips, tmp_p
 
 
 def test_compare_table_has_gap_closed_and_a_fine_tune_section_only_when_measured():
-    from clpau.compare import to_markdown
+    from clpau.eval.compare import to_markdown
 
     def row(method, f1, finetune=None, seed=0):
         m = {"f1_mean": f1, "f1_std": 0.01, "f1": {"AU1": f1}, "identity_acc": 1.0, "identity_chance": 0.125}
@@ -182,7 +183,7 @@ def test_compare_table_has_gap_closed_and_a_fine_tune_section_only_when_measured
 
 
 def test_compare_summarises_each_method_over_its_seeds_newest_run_first():
-    from clpau.compare import latest_per_seed, to_markdown
+    from clpau.eval.compare import latest_per_seed, to_markdown
 
     def row(method, seed, f1, nn, experiment=True, name=None):
         m = {"f1_mean": f1, "f1_std": 0.05, "same_subject_nn": nn, "cross_subject_knn_f1": 0.2,
@@ -202,7 +203,7 @@ def test_compare_summarises_each_method_over_its_seeds_newest_run_first():
 
 
 def test_compare_keeps_readings_of_one_method_apart_by_run_name():
-    from clpau.compare import collect, latest_per_seed
+    from clpau.eval.compare import collect, latest_per_seed
 
     def state(name, method, seed, f1):
         return {"rev": "a" * 40, "name": name, "data": {
@@ -220,7 +221,7 @@ def test_compare_keeps_readings_of_one_method_apart_by_run_name():
     assert [(r["method"], r["seed"], r["metrics"]["f1_mean"]) for r in rows] == [
         ("moco", 0, 0.7), ("clp", 0, 0.4), ("clp-8x4", 0, 0.5), ("clp-8x4", 1, 0.6)]
     # --only: those readings, in that order; a name without an evaluation says which there are
-    from clpau.compare import select
+    from clpau.eval.compare import select
 
     assert [(r["method"], r["seed"]) for r in select(rows, ["clp-8x4", "moco"])] == [
         ("clp-8x4", 0), ("clp-8x4", 1), ("moco", 0)]

@@ -13,7 +13,7 @@ import pandas as pd
 import yaml
 
 from clpau.config import PretrainParams
-from clpau.pretrain import run_pretrain
+from clpau.train.pretrain import run_pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -146,10 +146,10 @@ def test_a_mixed_inbox_of_real_video_is_decided_video_by_video(harness, batches,
     assert (tmp_path / "pool" / "m1-r1" / "videos" / "bob_interview.mp4").exists() and released["clips"] > 0
     code, _, err = _cli("--params", p, "ingest", "release", "m1", "S003_home.mp4", "--reason", "it is not S003",
                         "--no-version")
-    assert code == 1 and "evaluation subject S003" in err, err
+    assert code == 3 and "evaluation subject S003" in err, err  # a refused input
     assert not (tmp_path / "pool" / "m1-r2").exists() and (tmp_path / "q" / "m1" / "videos" / "S003_home.mp4").exists()
     code, _, err = _cli("--params", p, "ingest", "release", "m1", "anna_talk.mp4", "--reason", "x", "--no-version")
-    assert code == 1 and "not waiting in quarantine/m1: anna_talk.mp4" in err, err  # it was accepted
+    assert code == 3 and "not waiting in quarantine/m1: anna_talk.mp4" in err, err  # it was accepted
     listed = _cli("--params", p, "ingest", "list")[1]
     assert "bob_interview.mp4 [released into m1-r1]" in listed and "S003_home.mp4 [quarantined]" in listed
 
@@ -161,8 +161,8 @@ def test_a_drifted_batch_of_real_faces_is_retrained_on_or_held(harness, batches,
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    from clpau import retrain, trainset
     from clpau.config import load_params
+    from clpau.ops import retrain, trainset
     from flows.ingest import build_flow
     from flows.retrain import retrain_flow
 

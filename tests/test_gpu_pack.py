@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clpau.data import ClipDataset
+from clpau.data.datasets import ClipDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import gpu_pack  # noqa: E402

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from clpau.config import ConfigError, load_params
-from clpau.hardware import (
+from clpau.core.hardware import (
     CpuInfo,
     autocast_dtype,
     cpu_flags,

@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from clpau.backbone import build_backbone
-from clpau.benchmarks import load_labelled
 from clpau.config import BenchmarkParams, ExtractParams, SynthParams
-from clpau.evaluate import encode
-from clpau.extract import run_extract
-from clpau.independence import (
+from clpau.core.benchmarks import load_labelled
+from clpau.eval.independence import (
     cross_subject_knn_f1,
     knn,
     person_independence,
     same_subject_nn,
     subject_variance_share,
 )
-from clpau.synth import dynamics, occurrence, plan
+from clpau.eval.probe import encode
+from clpau.methods.backbones import build_backbone
+from clpau.synth.benchmark import dynamics, occurrence, plan
+from clpau.video.extract import run_extract
 
 
 def _ground_truth(params: SynthParams) -> tuple[np.ndarray, ...]:
@@ -92,7 +92,7 @@ def rendered(assets, tmp_path_factory):
     params = SynthParams(assets_dir=assets.root, out_dir=root / "raw", labels_dir=root / "labels", folds=folds,
                          pretrain={"identities": 1, "videos_per_identity": 1, "frames": 16},
                          labelled={"tasks": 2, "frames": 24})
-    from clpau.synth import run_synth
+    from clpau.synth.benchmark import run_synth
 
     run_synth(params, workers=2, progress=False)
     run_extract([params.out_dir / "labelled"], root / "clips", ExtractParams(), workers=2, identity_rule="prefix",

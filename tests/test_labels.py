@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from clpau.labels import LabelError, read_disfa_subject, read_occurrence_csv
+from clpau.core.labels import LabelError, read_disfa_subject, read_occurrence_csv
 
 
 def test_reads_bp4d_layout_with_unknowns(tmp_path):
@@ -48,7 +48,7 @@ def test_disfa_malformed_rows_name_file_and_line(tmp_path, line, where):
 
 
 def test_committed_fold_files_are_the_published_splits():
-    from clpau.benchmarks import read_folds
+    from clpau.core.benchmarks import read_folds
 
     bp4d, disfa = read_folds("data/folds/bp4d.yaml"), read_folds("data/folds/disfa.yaml")
     assert [len(f) for f in bp4d] == [14, 14, 13] and sum(map(len, disfa)) == 27

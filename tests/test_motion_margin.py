@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from clpau.config import ConfigError, PretrainParams, parse_params
-from clpau.data import ClipDataset, crop_landmarks, landmark_motion
-from clpau.tcl import tcl_loss
+from clpau.data.clips import crop_landmarks, landmark_motion
+from clpau.data.datasets import ClipDataset
+from clpau.methods.tcl import tcl_loss
 
 
 def test_landmark_motion_is_the_mean_inner_landmark_distance():
@@ -60,10 +61,10 @@ def test_frames_that_did_not_move_get_no_margin():
 
 
 def test_margin_by_motion_is_checked_and_trains(synth_clips, tmp_path):
-    from clpau.pretrain import run_pretrain
+    from clpau.train.pretrain import run_pretrain
 
     with pytest.raises(ConfigError, match="margin_by"):
-        parse_params({"pretrain": {"tcl_variant": "time_contrast", "margin_by": "motion"}}, "params.yaml")
+        parse_params({"pretrain": {"tcl": {"variant": "time_contrast", "margin_by": "motion"}}}, "params.yaml")
     p = PretrainParams(data=[synth_clips], out_dir=tmp_path / "m", live_dir=tmp_path / "live", batch_clips=4,
-                       clip_len=4, max_steps=2, queue_size=64, margin_by="motion")
+                       clip_len=4, max_steps=2, tcl={"margin_by": "motion"})
     assert run_pretrain(p, progress=False, log=lambda *_: None)["steps"] == 2

@@ -38,7 +38,7 @@ def dvc_repo(tmp_path_factory):
     # a tiny synthetic set: the point here is the pipeline, not the data
     params["synth"]["pretrain"] = {"identities": 2, "videos_per_identity": 1, "frames": 20}
     params["synth"]["labelled"] = {"tasks": 1, "frames": 20, "speech": 0.5}
-    params["pretrain"].update(max_steps=3, batch_clips=2, clip_len=4, queue_size=64, num_workers=0, log_every=1)
+    params["pretrain"].update(max_steps=3, batch_clips=2, clip_len=4, num_workers=0, log_every=1)
     params["evaluate"].update(seeds=1, label_fractions=[0.5, 1.0], embedding_frames=100)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
@@ -151,7 +151,7 @@ def test_retraining_loop_across_two_clones(dvc_repo, batches, harness, tmp_path,
     sees the promoted model and its `dvc exp show` row; a batch with an evaluation subject's video, a video
     accepted before and a video named as an evaluation subject is refused. Prefect's test harness runs both flows."""
     sys.path.insert(0, str(ROOT))
-    from clpau import sync
+    from clpau.ops import sync
     from flows.ingest import build_flow
     from flows.retrain import retrain_flow
 
@@ -227,7 +227,7 @@ def test_retraining_loop_across_two_clones(dvc_repo, batches, harness, tmp_path,
     # ... each video with its own reasons, and no release can put the evaluation subject's video into the pool
     assert sorted(refused["quarantined_videos"]) == ["S002_visit.mp4", "again.mp4", "lab_visit.mp4"]
     from clpau.config import load_params
-    from clpau.ingest import ReleaseError, release
+    from clpau.ops.ingest import ReleaseError, release
 
     p = load_params(a / "params.yaml")
     with pytest.raises(ReleaseError, match="lab_visit.mp4 is the labelled benchmark's video S001_T1"):

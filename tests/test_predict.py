@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from clpau.config import BenchmarkParams, EvaluateParams, PretrainParams
-from clpau.evaluate import run_evaluate
-from clpau.pretrain import run_pretrain
+from clpau.eval.evaluate import run_evaluate
+from clpau.train.pretrain import run_pretrain
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def detector(synth_clips, tmp_path_factory):
     """A (tiny) trained encoder and its probe, as `dvc repro` leaves them, and a params file pointing at them."""
     root, out = synth_clips.parent, tmp_path_factory.mktemp("detector")
     pre = PretrainParams(data=[synth_clips], method="tcl", out_dir=out / "models", live_dir=out / "live", max_steps=2,
-                         batch_clips=4, clip_len=4, num_workers=0, queue_size=64)
+                         batch_clips=4, clip_len=4, num_workers=0)
     run_pretrain(pre, progress=False, log=lambda *_: None)
     bench = BenchmarkParams(clips=root / "labelled_clips", labels_dir=root / "labels" / "labelled")
     ev = EvaluateParams(encoder=out / "models" / "encoder.pt", seeds=1, label_fractions=[1.0], embedding_frames=100,
@@ -67,5 +67,5 @@ def test_predict_reports_an_unreadable_file(detector, tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video at all" * 100)
     proc = _predict(detector, bad, tmp_path)
-    assert proc.returncode == 1 and "unreadable" in proc.stderr
+    assert proc.returncode == 3 and "unreadable" in proc.stderr  # an input it cannot use
     assert not (tmp_path / "au.csv").exists()

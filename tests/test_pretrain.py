@@ -8,23 +8,40 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
 from clpau import cli
-from clpau.config import BenchmarkParams, PretrainParams
-from clpau.data import ClipDataset
-from clpau.hardware import AVX2_CAPS, resolve_precision
-from clpau.pretrain import FRAME_METHODS, build_model, fingerprint, load_encoder, run_pretrain
+from clpau.config import BenchmarkParams, PretrainParams, load_params
+from clpau.core.hardware import AVX2_CAPS, resolve_precision
+from clpau.data.datasets import ClipDataset
+from clpau.methods import METHODS
+from clpau.train.encoder import load_encoder
+from clpau.train.fingerprint import fingerprint
+from clpau.train.pretrain import build_method, run_pretrain
+
+SHIPPED = load_params(Path(__file__).resolve().parents[1] / "params.yaml").pretrain
+FRAME_METHODS = sorted(name for name, m in METHODS.items() if m.inputs == "frames")
+
+
+def _merge(base: dict, kw: dict) -> dict:
+    return {**base, **{k: _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                       for k, v in kw.items()}}
+
+
+def _with(p: PretrainParams, **kw) -> PretrainParams:
+    return PretrainParams.model_validate(_merge(p.model_dump(), kw))
 
 
 def _params(tmp_path, clips, **kw) -> PretrainParams:
-    # clp, the method with every part (TCL, CIR, keys): the loop's tests cover all of it
-    base = {"method": "clp", "data": [clips], "out_dir": tmp_path / "models", "live_dir": tmp_path / "live", "batch_clips": 4,
-            "clip_len": 4, "max_steps": 3, "num_workers": 0, "queue_size": 64, "log_every": 1, "ckpt_every": 2}
-    return PretrainParams(**{**base, **kw})
+    """params.yaml's pretraining — its method, keys, frame stride, every section — at a test's size (4 clips of 4
+    frames, 3 steps); `kw` overrides (a section's keys as a dict: tcl={"key_encoder": "momentum"})."""
+    size = {"data": [clips], "out_dir": tmp_path / "models", "live_dir": tmp_path / "live", "batch_clips": 4,
+            "clip_len": 4, "max_steps": 3, "log_every": 1, "ckpt_every": 2}
+    return _with(SHIPPED, **{**size, **kw})
 
 
 @pytest.mark.parametrize("method", ["clp", "tcl", "cir", "simclr", "moco", "random"])
@@ -54,30 +71,35 @@ def test_no_training_step_reads_a_value_back_from_the_device(method):
     # meta tensors have shapes but no values: a step that reads one back (int(), .item(), .any(), boolean
     # indexing) raises here; on a GPU each such read would stall the launched kernels, every step
     with torch.device("meta"):
-        model = build_model(PretrainParams(method=method, queue_size=64, cir_every=2))
+        model = build_method(_with(SHIPPED, method=method, cir={"every": 2}))
         if hasattr(model, "_calls"):
             model._calls = 0  # its one read of the step counter, at the first step after construction or loading
         clips, frames = (8, 1) if method in FRAME_METHODS else (2, 4)  # the frame methods' loader: 1-frame clips
         view, other = torch.randn(clips, frames, 3, 64, 64), torch.randn(clips, 3, 64, 64)
         ids = torch.arange(clips)
         for _ in range(2):  # with cross-identity reconstruction and without
-            model(view, view, ids, other, ids)["loss"].backward()
+            batch = {"view_q": view, "view_k": view, "clip_id": ids, "identity": ids, "others": lambda: other}
+            model(batch)["loss"].backward()
 
 
 def test_cir_terms_are_logged_when_no_logging_step_is_a_cir_step(synth_clips, tmp_path):
-    # CIR on the first of 4 steps only (cir_every 4), logging after steps 2 and 4: its terms are still logged
-    p = _params(tmp_path, synth_clips, method="clp", cir_every=4, log_every=2, max_steps=4)
+    # CIR on the first of 4 steps only (cir.every 4), logging after steps 2 and 4: its terms are still logged
+    p = _params(tmp_path, synth_clips, method="clp", cir={"every": 4}, log_every=2, max_steps=4)
     run_pretrain(p, progress=False, log=lambda *_: None)
     logged = json.loads((p.live_dir / "metrics.json").read_text())["train"]
     assert {"self", "swap", "cycle", "nce"} <= set(logged)
 
 
-def test_ddp_two_cpu_processes_share_one_queue(synth_clips, synth_store, tmp_path):
+@pytest.mark.parametrize("method", ["tcl", "clp"])
+def test_ddp_on_two_cpu_processes(method, synth_clips, synth_store, tmp_path):
     """The same command under DDP, reading a clip store: Fabric starts a second process (gloo on CPU here, NCCL on
-    GPUs), each rank trains on the clips of its own chunks, and the queue gathers the keys of both ranks. Step 1
-    trains CIR, step 2 leaves its networks without a gradient, and step 3 is where DDP would fail if it did not
-    expect that."""
-    p = _params(tmp_path, synth_store, method="clp", max_steps=3, accelerator="cpu", devices=2, strategy="ddp")
+    GPUs) and each rank trains on the clips of its own chunks. `tcl`, the shipped default, gathers its online
+    negatives from both ranks; `clp` with momentum keys gathers both ranks' keys into one queue, trains CIR on step
+    1, leaves its networks without a gradient on step 2, and step 3 is where DDP would fail if it did not expect
+    that."""
+    momentum = {"tcl": {"key_encoder": "momentum", "queue_size": 64}, "cir": {"every": 2}} if method == "clp" else {}
+    p = _params(tmp_path, synth_store, method=method, max_steps=3, accelerator="cpu", devices=2, strategy="ddp",
+                **momentum)
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump({"pretrain": p.model_dump(mode="json")}))
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1"}
@@ -85,13 +107,10 @@ def test_ddp_two_cpu_processes_share_one_queue(synth_clips, synth_store, tmp_pat
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     metrics = json.loads((p.live_dir / "metrics.json").read_text())
-    # 3 steps x 4 clips x 4 frames = 48 keys per rank: a 64-slot queue is full only if both ranks' keys are in it
-    assert metrics["step"] == 3 and metrics["train"]["queue_fill"] == pytest.approx(1.0)
-    single = _params(tmp_path / "one", synth_clips, method="clp", max_steps=3, accelerator="cpu")
-    run_pretrain(single, progress=False, log=lambda *_: None)
-    assert json.loads((single.live_dir / "metrics.json").read_text())["train"]["queue_fill"] == pytest.approx(0.75)
-    net, meta = load_encoder(p.out_dir / "encoder.pt")
-    assert meta["step"] == 3
+    assert metrics["step"] == 3 and load_encoder(p.out_dir / "encoder.pt")[1]["step"] == 3
+    if method == "clp":
+        # 3 steps x 4 clips x 4 frames = 48 keys per rank: a 64-slot queue is full only if both ranks' keys are in it
+        assert metrics["train"]["queue_fill"] == pytest.approx(1.0) and {"self", "swap"} <= set(metrics["train"])
 
 
 def test_a_ddp_strategy_that_cannot_skip_parameters_is_refused_before_any_process_starts(synth_clips, tmp_path,
@@ -101,7 +120,7 @@ def test_a_ddp_strategy_that_cannot_skip_parameters_is_refused_before_any_proces
     params_file.write_text(yaml.safe_dump({"pretrain": p.model_dump(mode="json")}))
     assert cli.main(["--params", str(params_file), "pretrain", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "pretrain.strategy: 'ddp_spawn'" in err and f"cir_every {p.cir_every}" in err
+    assert "pretrain.strategy: 'ddp_spawn'" in err and f"cir.every {p.cir.every}" in err
     assert not (p.out_dir / "checkpoints").exists()
 
 
@@ -143,9 +162,9 @@ def test_kill_and_resume_from_checkpoint_trains_what_an_uninterrupted_run_trains
     # checkpoints every 3 steps, 5 batches an epoch (20 clips of 4): a kill lands mid-epoch, and the resumed run
     # must go on with the very batches, augmentations and CIR steps the uninterrupted run had next — reading
     # extract's shards or a clip store
-    p = _params(tmp_path / "killed", synth_clips if source == "shards" else synth_store, max_steps=24, ckpt_every=3,
-                cir_every=4)
-    assert len(ClipDataset(p.data, clip_len=p.clip_len)) == 20  # the 5 batches an epoch assumed above
+    p = _params(tmp_path / "killed", synth_clips if source == "shards" else synth_store, max_steps=24, ckpt_every=3)
+    assert p.method == "tcl"  # the shipped default, at its frame stride
+    assert len(ClipDataset(p.data, clip_len=p.clip_len, stride=p.frame_stride)) == 20  # the 5 batches an epoch above
     cmd = _pretrain_command(p)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ckpt = p.out_dir / "checkpoints" / "last.ckpt"
@@ -161,7 +180,7 @@ def test_kill_and_resume_from_checkpoint_trains_what_an_uninterrupted_run_trains
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert f"resuming clp from step {saved}" in again.stdout + again.stderr
+    assert f"resuming {p.method} from step {saved}" in again.stdout + again.stderr
     resumed, meta = load_encoder(p.out_dir / "encoder.pt")
     assert meta["step"] == 24
     # the same command run through once (a process like the others: the same threads, so the same arithmetic)
@@ -182,7 +201,7 @@ def test_a_batch_larger_than_the_data_is_refused_instead_of_looping_forever(synt
 
 
 def test_every_process_gets_its_own_share_of_an_epoch_drawn_from_the_epoch_alone():
-    from clpau.pretrain import epoch_batches
+    from clpau.train.sampling import epoch_batches
 
     one = epoch_batches(23, 4, seed=0, epoch=3)
     assert len(one) == 5 and sorted(i for b in one for i in b) != list(range(23))  # full batches only
@@ -212,15 +231,17 @@ def test_supervised_trains_one_encoder_per_fold(synth_clips, tmp_path):
 def test_checkpoint_of_other_params_is_not_resumed(synth_clips, tmp_path):
     run_pretrain(_params(tmp_path, synth_clips, max_steps=2), progress=False, log=lambda *_: None)
     messages = []
-    result = run_pretrain(_params(tmp_path, synth_clips, max_steps=2, tau=0.2), progress=False, log=messages.append)
+    result = run_pretrain(_params(tmp_path, synth_clips, max_steps=2, tcl={"tau": 0.2}), progress=False,
+                          log=messages.append)
     assert not result["resumed"] and any("other parameters" in m for m in messages)
 
 
 def test_compiled_keys_train_in_the_loop_and_resume_an_uncompiled_run(synth_clips, tmp_path):
     import warnings
 
-    eager = _params(tmp_path, synth_clips, max_steps=4, ckpt_every=2)
-    assert fingerprint(eager) == fingerprint(eager.model_copy(update={"compile_keys": True}))
+    eager = _params(tmp_path, synth_clips, max_steps=4, ckpt_every=2, tcl={"key_encoder": "momentum"})
+    compiled = _with(eager, tcl={"compile_keys": True})
+    assert fingerprint(eager) == fingerprint(compiled)
     run_pretrain(eager.model_copy(update={"max_steps": 2}), progress=False, log=lambda *_: None)
     ckpt = eager.out_dir / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, weights_only=True)
@@ -229,7 +250,7 @@ def test_compiled_keys_train_in_the_loop_and_resume_an_uncompiled_run(synth_clip
     messages = []
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no fallback to the uncompiled forward
-        result = run_pretrain(eager.model_copy(update={"compile_keys": True}), progress=False, log=messages.append)
+        result = run_pretrain(compiled, progress=False, log=messages.append)
     assert result["resumed"] and any("from step 2" in m for m in messages)
     assert load_encoder(eager.out_dir / "encoder.pt")[1]["step"] == 4
 
@@ -255,7 +276,7 @@ def test_loader_workers_follow_the_epoch(synth_clips):
     """Each epoch brings new crops and frame offsets, with loader processes as without them, and with one loader
     across epochs as with one per epoch. (Persistent workers once kept their own copy of the dataset and replayed
     the first epoch forever: now each batch carries its epoch.)"""
-    from clpau.pretrain import epoch_loader
+    from clpau.train.sampling import epoch_loader
 
     def views(workers: int) -> list[dict[int, torch.Tensor]]:
         ds = ClipDataset([synth_clips], clip_len=4, size=32, seed=0)
@@ -304,7 +325,7 @@ class _RecordingClips:
 def test_a_worker_writes_its_batch_straight_into_shared_memory(synth_clips):
     # sending a batch from a loader process otherwise copies it into shared memory first (2 workers: 7125 -> 8237
     # frames/s when the batch is made there: README); in the training process it stays in plain memory
-    from clpau.pretrain import epoch_loader
+    from clpau.train.sampling import epoch_loader
 
     clips = _RecordingClips(ClipDataset([synth_clips], clip_len=4, size=32, seed=0))
     assert next(iter(epoch_loader(clips, 4, 1, seed=0)))["born_shared"].all()
@@ -313,7 +334,7 @@ def test_a_worker_writes_its_batch_straight_into_shared_memory(synth_clips):
 
 _ALLOCATION_ROUNDS = """
 import resource, sys, torch
-from clpau.pretrain import reuse_freed_memory
+from clpau.train.loop import reuse_freed_memory
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory()
 def step():  # a training step's activations: allocated, written, all freed at its end
@@ -365,8 +386,8 @@ def test_views_coloured_on_the_trainer_train_like_views_coloured_by_the_loader(s
 def test_the_same_encoder_is_written_as_the_same_bytes(tmp_path):
     # DVC hashes encoder.pt: a rerun that trains the same weights must not look like a new model (torch.save to a
     # path names the archive's folder after the file, which was a random temporary name)
-    from clpau.backbone import build_backbone
-    from clpau.pretrain import save_encoder
+    from clpau.methods.backbones import build_backbone
+    from clpau.train.encoder import save_encoder
 
     torch.manual_seed(0)
     net, p = build_backbone("resnet_small"), PretrainParams()
@@ -377,14 +398,17 @@ def test_the_same_encoder_is_written_as_the_same_bytes(tmp_path):
     assert load_encoder(tmp_path / "a.pt")[1]["step"] == 3
 
 
-# every parameter of CLP's reading, each moved away from its default: none of them may change a baseline
-CLP_READING = {"key_encoder": "momentum", "symmetric": True, "negatives": "same_person", "tau": 0.3, "m_max": 0.7,
-               "delta_scale": 2.0, "rank_margin": 0.2, "rank_weight": 2.0, "margin_by": "motion",
-               "motion_scale": 0.1, "frame_stride": 2, "frame_jitter": 0.1, "lambda_self": 3.0, "lambda_swap": 2.0,
-               "lambda_cycle": 2.0, "lambda_id": 1.0, "decoder_size": 16, "cir_frames": 4, "cir_every": 1}
+# every setting of the sections clp reads (and of the clip loop), each moved away from its default: none of them may
+# change a baseline
+CLP_READING = {"tcl": {"key_encoder": "momentum", "symmetric": True, "negatives": "same_person", "tau": 0.3,
+                       "m_max": 0.7, "delta_scale": 2.0, "rank_margin": 0.2, "rank_weight": 2.0, "margin_by": "motion",
+                       "motion_scale": 0.1, "dim": 32, "queue_size": 128},
+               "cir": {"lambda_self": 3.0, "lambda_swap": 2.0, "lambda_cycle": 2.0, "lambda_id": 1.0,
+                       "decoder_size": 16, "frames": 4, "every": 1},
+               "frame_stride": 2, "frame_jitter": 0.1}
 
 
-@pytest.mark.parametrize("method", sorted(FRAME_METHODS))
+@pytest.mark.parametrize("method", FRAME_METHODS)
 def test_a_baseline_trains_the_same_weights_whatever_clps_reading_says(method, synth_clips, tmp_path):
     def weights(folder, **reading):
         p = _params(tmp_path / folder, synth_clips, method=method, **reading)
@@ -395,15 +419,44 @@ def test_a_baseline_trains_the_same_weights_whatever_clps_reading_says(method, s
     assert default.keys() == moved.keys()
     assert all(torch.equal(default[k], moved[k]) for k in default), f"a clp parameter changed what {method} trains"
     # and its time-contrastive reading too
-    other = weights("time_contrast", tcl_variant="time_contrast", pos_window=1, neg_window=2)
+    other = weights("time_contrast", tcl={"variant": "time_contrast", "pos_window": 1, "neg_window": 2})
     assert all(torch.equal(default[k], other[k]) for k in default)
 
 
-def test_moco_is_a_momentum_encoder_with_a_queue_whatever_the_key_encoder_default():
-    for key_encoder in ("online", "momentum"):
-        model = build_model(PretrainParams(method="moco", key_encoder=key_encoder, symmetric=True,
-                                           negatives="same_person"))
-        assert not model.online_keys and not model.symmetric and not model.same_person and not model.use_cir
-        assert model.tcl_args == {"tau": PretrainParams().moco_tau}
-        view = torch.randn(8, 1, 3, 64, 64)
-        assert model(view, view, torch.arange(8))["queue_fill"] > 0  # the step's keys went into the queue
+def test_moco_is_its_own_momentum_encoder_and_queue():
+    model = build_method(_with(SHIPPED, method="moco"))
+    assert model.tau == SHIPPED.moco.tau and len(model.queue) == SHIPPED.moco.queue_size
+    assert not any(name.startswith("cir") for name, _ in model.named_modules())
+    view = torch.randn(8, 1, 3, 64, 64)
+    out = model({"view_q": view, "view_k": view, "clip_id": torch.arange(8)})
+    assert out["queue_fill"] == pytest.approx(8 / SHIPPED.moco.queue_size)  # the step's keys went into the queue
+    # the first step's queue holds no key yet: every negative is masked, the positive is the only finite logit
+    assert torch.isinf(out["logits"][:, 1:]).all() and torch.isfinite(out["logits"][:, 0]).all()
+
+
+def _global_batch(tmp_path, world: int, *flags: str) -> dict:
+    """tests/ddp_global_batch.py on `world` gloo processes: the loss and encoder gradient of one global batch."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / f"w{world}{''.join(flags)}.pt"
+    script = Path(__file__).with_name("ddp_global_batch.py")
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world)}
+    procs = [subprocess.Popen([sys.executable, str(script), str(out), *flags], env={**env, "RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(world)]
+    for proc in procs:
+        assert proc.wait(timeout=180) == 0, proc.stdout.read()
+    return torch.load(out, weights_only=True)
+
+
+def test_online_negatives_make_one_global_batch_whatever_the_number_of_processes(tmp_path):
+    # tcl's negatives are the other clips of the global batch, gathered from every process with their gradient:
+    # 4 clips on one process or 2 + 2 on two give the same loss and, averaged as DDP averages it, the same gradient
+    one, two = _global_batch(tmp_path, 1), _global_batch(tmp_path, 2)
+    torch.testing.assert_close(two["loss"], one["loss"], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(two["grad"], one["grad"], rtol=1e-7, atol=1e-10)
+    # with each process's own clips as its only negatives (no gather), the two runs train different things
+    alone = _global_batch(tmp_path, 2, "no-gather")
+    assert abs(alone["loss"] - one["loss"]) > 1e-3

@@ -10,10 +10,10 @@ import sys
 import pandas as pd
 
 from clpau.config import DriftParams, ExtractParams, PretrainParams, ValidateParams
-from clpau.drift import run_drift
-from clpau.extract import run_extract
-from clpau.pretrain import run_pretrain
-from clpau.validate import run_validate
+from clpau.ops.drift import run_drift
+from clpau.ops.validate import run_validate
+from clpau.train.pretrain import run_pretrain
+from clpau.video.extract import run_extract
 
 
 def test_good_batch_passes_the_gate(batches, tmp_path):

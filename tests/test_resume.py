@@ -15,7 +15,7 @@ import pandas as pd
 from media import read_frames, resize, write_video
 
 from clpau.config import ExtractParams
-from clpau.extract import run_extract
+from clpau.video.extract import run_extract
 
 
 def _batch(folder: Path, sample: Path, single: Path) -> Path:
@@ -84,13 +84,13 @@ def test_output_does_not_depend_on_worker_count(sample_video, tmp_path):
 
 
 def test_changed_params_or_code_redo_cached_videos(sample_video, tmp_path, monkeypatch):
-    import clpau.extract
+    import clpau.video.extract
 
     run_extract([sample_video], tmp_path, ExtractParams(), workers=2, progress=False)
     again = run_extract([sample_video], tmp_path, ExtractParams(), workers=2, progress=False)
     assert again.frames == 0  # nothing decoded: cached
     with monkeypatch.context() as m:  # the extraction code changed (`dvc repro` reruns a stage of persisted outs)
-        m.setattr(clpau.extract, "code_digest", lambda: "other code")
+        m.setattr(clpau.video.extract, "code_digest", lambda: "other code")
         assert run_extract([sample_video], tmp_path, ExtractParams(), workers=2, progress=False).frames == 472
     changed = run_extract([sample_video], tmp_path, ExtractParams(clip_len=8, clip_stride=4), workers=2,
                           progress=False)

@@ -14,9 +14,11 @@ import pytest
 import torch
 
 from clpau import cli
-from clpau.data import ClipDataset, is_store, load_clips
-from clpau.pretrain import batches_per_epoch, epoch_batches
-from clpau.store import write_store
+from clpau.data.clips import load_clips
+from clpau.data.datasets import ClipDataset
+from clpau.data.jpeg_store import is_store
+from clpau.data.store import write_store
+from clpau.train.sampling import batches_per_epoch, epoch_batches
 
 HERE = Path(__file__).parent
 
@@ -54,7 +56,7 @@ def test_a_batch_from_the_store_is_the_shards_batch_within_jpeg_loss(synth_clips
 
 
 def test_an_interrupted_store_leaves_nothing_that_looks_like_one(synth_clips, tmp_path, monkeypatch):
-    import clpau.store as store
+    import clpau.data.store as store
 
     def fail(args):
         raise KeyboardInterrupt
@@ -81,9 +83,9 @@ def test_the_store_command_reports_and_refuses_bad_input(synth_clips, synth_stor
     printed = capsys.readouterr().out
     assert "as JPEG q85" in printed and "fewer than raw" in printed
     assert json.loads((out / "store.json").read_text())["quality"] == 85
-    assert cli.main(["store", str(synth_store), "--out", str(tmp_path / "t"), "--quiet"]) == 1
+    assert cli.main(["store", str(synth_store), "--out", str(tmp_path / "t"), "--quiet"]) == 3
     assert "is a store already" in capsys.readouterr().err
-    assert cli.main(["store", str(tmp_path / "nowhere"), "--out", str(tmp_path / "u"), "--quiet"]) == 1
+    assert cli.main(["store", str(tmp_path / "nowhere"), "--out", str(tmp_path / "u"), "--quiet"]) == 3
     assert "clips.parquet is missing" in capsys.readouterr().err
 
 
@@ -149,7 +151,7 @@ def test_two_ddp_processes_read_disjoint_chunks_and_every_clip_once_an_epoch(syn
 def test_frames_decoded_on_the_trainer_make_the_loaders_views(synth_store):
     """`decode_on: trainer` (nvjpeg on a GPU; here libjpeg-turbo in the training process): the loader sends JPEG
     bytes and crop boxes, and the views finished on the trainer are the ones it would have made from decoded frames."""
-    from clpau.data import finish_views
+    from clpau.data.augment import finish_views
 
     kw = dict(clip_len=4, size=32, seed=5, frame_jitter=0.03, colour_on_host=False, crop_on_host=False)
     decoded = ClipDataset([synth_store], **kw).__getitems__([1, 8, 19])
@@ -168,10 +170,10 @@ def test_pretraining_decodes_a_stores_frames_on_the_trainer(synth_store, tmp_pat
     import json
 
     from clpau.config import PretrainParams
-    from clpau.pretrain import run_pretrain
+    from clpau.train.pretrain import run_pretrain
 
     p = PretrainParams(data=[synth_store], out_dir=tmp_path / "m", live_dir=tmp_path / "l", batch_clips=4, clip_len=4,
-                       max_steps=3, queue_size=64, log_every=1, crop_on="trainer", colour_on="trainer",
+                       max_steps=3, log_every=1, crop_on="trainer", colour_on="trainer",
                        decode_on="trainer")
     assert run_pretrain(p, progress=False, log=lambda *_: None)["steps"] == 3
     assert json.loads((p.live_dir / "metrics.json").read_text())["train"]["loss"] > 0

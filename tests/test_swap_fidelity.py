@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from clpau.config import BenchmarkParams, ExtractParams, PretrainParams, SynthParams
-from clpau.swap_fidelity import (
+from clpau.eval.swap_fidelity import (
     at_side,
     compare,
     r2,
@@ -52,10 +52,10 @@ def test_the_readout_recovers_a_linear_map_and_scores_the_mean_zero():
 
 def test_a_decoder_that_ignores_one_code_makes_that_reference():
     torch.manual_seed(0)
-    model = PretrainParams(method="clp", queue_size=64)
-    from clpau.pretrain import build_model
+    model = PretrainParams(method="clp")
+    from clpau.train.pretrain import build_method
 
-    net = build_model(model).eval()
+    net = build_method(model).eval()
     x, y = torch.randn(3, 3, 64, 64), torch.randn(3, 3, 64, 64)
     fc = net.cir.decoder.fc
     au_dim = fc.in_features - 64  # the identity code's 64 come after the AU code
@@ -68,16 +68,16 @@ def test_a_decoder_that_ignores_one_code_makes_that_reference():
         fc.weight[:, au_dim:] = 0  # D ignores u: the swap is A's own reconstruction
     out = swaps(net, x, y)
     assert torch.allclose(out["swap"], out["ref_self"]) and not torch.allclose(out["swap"], out["ref_rest"])
-    assert out["a_x"].shape == out["a_swap"].shape == (3, model.dim)
+    assert out["a_x"].shape == out["a_swap"].shape == (3, model.tcl.dim)
 
 
 def test_the_rendered_truth_is_what_the_extracted_video_frame_shows(synth_clips, assets):
     """Rendering a labelled subject's own identity with the AU intensities and pose its video had at a frame, and
     aligning it as extract does, gives back that frame's crop (up to H.264's loss); another person making the same
     action is further from it."""
-    from clpau.benchmarks import load_labelled
-    from clpau.face import FaceModels, Template
-    from clpau.render import MeshModel
+    from clpau.core.benchmarks import load_labelled
+    from clpau.synth.render import MeshModel
+    from clpau.video.detect import FaceModels, Template
 
     root = synth_clips.parent
     bench = BenchmarkParams(clips=root / "labelled_clips", labels_dir=root / "labels" / "labelled")

@@ -10,10 +10,19 @@ import pytest
 import yaml
 
 from clpau.config import SynthParams
-from clpau.extract import ExtractParams, run_extract
-from clpau.face import FaceModels, detect, landmarks
-from clpau.render import AU_INDEX, Identity, MeshModel, Pose, Renderer
-from clpau.synth import BP4D_AUS, dynamics, occurrence, plan, read_folds, render_video, run_synth, video_paths
+from clpau.synth.benchmark import (
+    BP4D_AUS,
+    dynamics,
+    occurrence,
+    plan,
+    read_folds,
+    render_video,
+    run_synth,
+    video_paths,
+)
+from clpau.synth.render import AU_INDEX, Identity, MeshModel, Pose, Renderer
+from clpau.video.detect import FaceModels, detect, landmarks
+from clpau.video.extract import ExtractParams, run_extract
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +196,7 @@ def test_rendering_is_byte_reproducible_across_processes(assets, tmp_path):
 def test_eye_masks_on_their_box_give_the_pixels_of_the_whole_canvas(model, monkeypatch):
     """The renderer draws sclera, iris and pupil masks on the eye's bounding box only (2x the frames/s): for random
     expressions and poses, eyes open and closed, every pixel equals the whole-canvas rendering's."""
-    import clpau.render as render
+    import clpau.synth.render as render
 
     rng = np.random.default_rng(3)
     cases = [(Identity.sample(seed), np.clip(rng.normal(0.3, 0.9, 20), 0, 3),

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from clpau.config import ConfigError, PretrainParams, parse_params
-from clpau.tcl import tcl_loss
-from clpau.time_contrast import time_contrastive_loss
+from clpau.methods.tcl import tcl_loss
+from clpau.methods.time_contrast import time_contrastive_loss
 
 
 def _unit(*rows) -> torch.Tensor:
@@ -79,15 +79,16 @@ def test_windows_are_checked():
     with pytest.raises(ValueError, match="pos_window < neg_window"):
         time_contrastive_loss(q, q, torch.tensor([0]), pos_window=2, neg_window=2)
     with pytest.raises(ConfigError, match="pretrain"):
-        parse_params({"pretrain": {"tcl_variant": "time_contrast", "pos_window": 1, "neg_window": 8,
+        parse_params({"pretrain": {"tcl": {"variant": "time_contrast", "pos_window": 1, "neg_window": 8},
                                    "clip_len": 8}}, "params.yaml")
-    assert PretrainParams(tcl_variant="time_contrast", clip_len=8, pos_window=1, neg_window=3).neg_window == 3
+    assert PretrainParams(clip_len=8, tcl={"variant": "time_contrast", "pos_window": 1, "neg_window": 3}).tcl.neg_window == 3
 
 
 def test_clp_trains_with_the_time_contrastive_reading(synth_clips, tmp_path):
-    from clpau.pretrain import build_model, run_pretrain
+    from clpau.train.pretrain import build_method, run_pretrain
 
     p = PretrainParams(data=[synth_clips], out_dir=tmp_path / "m", live_dir=tmp_path / "live", batch_clips=4,
-                       clip_len=4, max_steps=2, queue_size=64, tcl_variant="time_contrast", pos_window=1, neg_window=2)
-    assert build_model(p).tcl_fn is time_contrastive_loss
+                       clip_len=4, max_steps=2, method="clp",
+                       tcl={"variant": "time_contrast", "pos_window": 1, "neg_window": 2})
+    assert build_method(p).loss_fn is time_contrastive_loss
     assert run_pretrain(p, progress=False, log=lambda *_: None)["steps"] == 2

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from clpau.config import BenchmarkParams, TrainsetParams
-from clpau.data import ClipDataset
-from clpau.trainset import TrainsetError, assemble
+from clpau.data.datasets import ClipDataset
+from clpau.ops.trainset import TrainsetError, assemble
 
 
 def _pool(tmp_path, batches, name="b1"):

@@ -1,4 +1,12 @@
-"""`clpau` command line: one subcommand per DVC stage. Parameters come from params.yaml; flags override them."""
+"""`clpau` command line: one subcommand per DVC stage. Parameters come from params.yaml; flags override them and
+are validated as the file is. Exit status, one per kind of outcome:
+
+    0  done
+    1  done, and the answer is no: the quality gate failed (`validate`), drift found (`drift --fail-on-drift`)
+    2  a configuration or command-line error: a bad params key or value, a bad flag (argparse's own code)
+    3  an input the command cannot use: missing, unreadable or refused (a file, an asset whose sha256 does not
+       match, an evaluation subject in the training pool, videos without a face clip)
+"""
 
 from __future__ import annotations
 
@@ -6,28 +14,43 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_PARAMS, ConfigError, load_params
+from pydantic import BaseModel, ValidationError
+
+from clpau.config import DEFAULT_PARAMS, format_error, load_params
+from clpau.core.params import ConfigError
+from clpau.methods import METHODS
+
+EXIT_NO, EXIT_CONFIG, EXIT_INPUT = 1, 2, 3
+
+
+class InputError(Exception):
+    """An input a command cannot use (exit 3); the message says which and why."""
+
+
+def override(section: BaseModel, name: str, **flags) -> BaseModel:
+    """`section` with the flags given (None: not given), validated as params.yaml is: a bad value is a
+    ConfigError naming the section's key."""
+    updates = {k: v for k, v in flags.items() if v is not None}
+    if not updates:
+        return section
+    try:
+        return type(section).model_validate({**section.model_dump(), **updates})
+    except ValidationError as err:
+        raise ConfigError(format_error(f"command line ({name})", err)) from None
 
 
 def _assets(args, params) -> int:
-    from .assets import AssetError, fetch_assets
+    from clpau.synth.assets import fetch_assets
 
-    try:
-        fetch_assets(params.assets)
-    except AssetError as err:
-        print(f"clpau assets: error: {err}", file=sys.stderr)
-        return 1
+    fetch_assets(params.assets)
     return 0
 
 
 def _extract(args, params) -> int:
-    from .extract import SUCCESS, run_extract
+    from clpau.video.extract import SUCCESS, run_extract
 
-    p = params.extract
-    updates = {k: v for k, v in {"clip_len": args.clip_len, "clip_stride": args.clip_stride,
-                                 "crop_size": args.crop_size}.items() if v is not None}
-    if updates:
-        p = p.model_validate({**p.model_dump(), **updates})
+    p = override(params.extract, "extract", clip_len=args.clip_len, clip_stride=args.clip_stride,
+                 crop_size=args.crop_size)
     inputs = args.inputs or p.inputs
     out = args.out or p.out_dir
     summary = run_extract(inputs, out, p, workers=args.workers, identity_rule=args.identity,
@@ -41,20 +64,14 @@ def _extract(args, params) -> int:
     for _, row in v[~v["status"].isin(SUCCESS)].iterrows() if len(v) else []:
         print(f"  {row['status']:>15}  {row['video']}: {row['error']}")
     if summary.succeeded == 0:
-        print("extract: error: no input produced face clips (see the reasons above and videos.parquet)",
-              file=sys.stderr)
-        return 1
+        raise InputError("no input produced face clips (see the reasons above and videos.parquet)")
     return 0
 
 
 def _trainset(args, params) -> int:
-    from .trainset import TrainsetError, assemble
+    from clpau.ops.trainset import assemble
 
-    try:
-        result = assemble(params.trainset, params.benchmark)
-    except TrainsetError as err:
-        print(f"clpau trainset: error: {err}", file=sys.stderr)
-        return 1
+    result = assemble(params.trainset, params.benchmark)
     t = result["total"]
     batches = ", ".join(result["batches"]) or "none"
     print(f"trainset: {t['videos']} videos, {t['clips']} clips, {t['hours'] * 60:.1f} min of face video, "
@@ -63,17 +80,12 @@ def _trainset(args, params) -> int:
 
 
 def _store(args, params) -> int:
-    from .store import write_store
+    from clpau.data.store import write_store
 
-    p = params.store
+    p = override(params.store, "store", quality=args.quality)
     sources = args.sources or p.sources
     out = args.out or p.out_dir
-    try:
-        s = write_store(sources, out, quality=args.quality or p.quality, chunk_mb=p.chunk_mb, workers=p.workers,
-                        progress=not args.quiet)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"clpau store: error: {err}", file=sys.stderr)
-        return 1
+    s = write_store(sources, out, quality=p.quality, chunk_mb=p.chunk_mb, workers=p.workers, progress=not args.quiet)
     print(f"store: {s['clips']} clips, {s['frames']} frames as JPEG q{s['quality']} -> {out} ({s['chunks']} chunks, "
           f"{s['jpeg_bytes'] / 2**20:.1f} MiB, {s['bytes_per_frame']:.0f} bytes a frame: "
           f"{s['raw_bytes_per_frame'] / s['bytes_per_frame']:.1f}x fewer than raw; {s['seconds']:.1f} s)")
@@ -81,7 +93,7 @@ def _store(args, params) -> int:
 
 
 def _synth(args, params) -> int:
-    from .synth import preview, run_synth
+    from clpau.synth.benchmark import preview, run_synth
 
     p = params.synth
     if args.preview:
@@ -96,28 +108,19 @@ def _synth(args, params) -> int:
 
 
 def _pretrain(args, params) -> int:
-    from .pretrain import run_pretrain
+    from clpau.train.pretrain import run_pretrain
 
-    p = params.pretrain
-    updates = {k: v for k, v in {"method": args.method, "max_steps": args.max_steps}.items() if v is not None}
-    if updates:
-        p = p.model_validate({**p.model_dump(), **updates})
+    p = override(params.pretrain, "pretrain", method=args.method, max_steps=args.max_steps)
     result = run_pretrain(p, progress=not args.quiet, bench=params.benchmark)
     print(f"pretrain: {result['method']} finished at step {result['steps']}; encoder in {p.out_dir / 'encoder.pt'}")
     return 0
 
 
 def _evaluate(args, params) -> int:
-    from .evaluate import run_evaluate
+    from clpau.eval.evaluate import run_evaluate
 
-    p = params.evaluate
-    if args.encoder:
-        p = p.model_copy(update={"encoder": args.encoder})
-    try:
-        m = run_evaluate(params.benchmark, p, params.pretrain.data, progress=not args.quiet)
-    except (FileNotFoundError, ValueError) as err:  # a missing input, a leaking split, unreadable labels
-        print(f"clpau evaluate: error: {err}", file=sys.stderr)
-        return 2
+    p = override(params.evaluate, "evaluate", encoder=args.encoder)
+    m = run_evaluate(params.benchmark, p, params.pretrain.data, progress=not args.quiet)
     floor = m.get("random_init")
 
     def beside(name: str) -> str:  # the random-init encoder's figure, where `clpau floor` measured it
@@ -138,21 +141,15 @@ def _evaluate(args, params) -> int:
 
 
 def _predict(args, params) -> int:
-    from .predict import PredictError, run_predict
+    from clpau.ops.predict import run_predict
 
     if not args.video.exists():
-        print(f"clpau predict: error: {args.video}: no such file", file=sys.stderr)
-        return 1
+        raise InputError(f"{args.video}: no such file")
     out = args.out or args.video.with_suffix(".au.csv").name
     out = Path(out)
-    try:
-        table = run_predict(args.video, args.encoder or params.evaluate.encoder,
-                            args.probe or params.evaluate.probe_out, params.extract, out, args.plot,
-                            workers=args.workers, progress=not args.quiet,
-                            log=lambda msg: print(msg, file=sys.stderr))
-    except (PredictError, FileNotFoundError, ValueError) as err:
-        print(f"clpau predict: error: {err}", file=sys.stderr)
-        return 1
+    table = run_predict(args.video, args.encoder or params.evaluate.encoder, args.probe or params.evaluate.probe_out,
+                        params.extract, out, args.plot, workers=args.workers, progress=not args.quiet,
+                        log=lambda msg: print(msg, file=sys.stderr))
     faces = int(table["face_detected"].sum())
     print(f"predict: {len(table)} frames ({faces} with a face) -> {out}" + (f", timeline {args.plot}" if args.plot
                                                                                else ""))
@@ -160,27 +157,19 @@ def _predict(args, params) -> int:
 
 
 def _compare(args, params) -> int:
-    from .compare import run_compare
+    from clpau.eval.compare import run_compare
 
-    try:
-        text = run_compare(args.out, only=args.only)
-    except RuntimeError as err:
-        print(f"clpau compare: error: {err}", file=sys.stderr)
-        return 1
+    text = run_compare(args.out, only=args.only)
     print(text, end="")
     print(f"compare: written to {args.out} and {args.out.with_suffix('.png')}")
     return 0
 
 
 def _validate(args, params) -> int:
-    from .validate import run_validate
+    from clpau.ops.validate import run_validate
 
     out = args.out or Path("reports/validate") / args.data.name
-    try:
-        summary = run_validate(args.data, params.validate, out)
-    except FileNotFoundError as err:
-        print(f"clpau validate: error: {err}", file=sys.stderr)
-        return 2
+    summary = run_validate(args.data, params.validate, out)
     verdict = "passed" if summary["success"] else "FAILED"
     print(f"validate: {args.data}: {verdict} ({summary['checked']} expectations, {summary['videos']} videos, "
           f"{summary['clips']} clips); data docs: {summary['docs']}")
@@ -192,11 +181,11 @@ def _validate(args, params) -> int:
               file=sys.stderr)
         for reasons in failing.values():
             print("    " + "; ".join(reasons), file=sys.stderr)
-    return 0 if summary["success"] else 1
+    return 0 if summary["success"] else EXIT_NO
 
 
 def _ingest(args, params) -> int:
-    from .ingest import ReleaseError, quarantined, release
+    from clpau.ops.ingest import quarantined, release
 
     f = params.flows
     if args.action == "list":
@@ -209,33 +198,23 @@ def _ingest(args, params) -> int:
                 state = f"released into {d['released']['to']}" if d.get("released") else d["verdict"]
                 print(f"  {v} [{state}]: " + "; ".join(d["reasons"]))
         return 0
-    try:
-        r = release(f.quarantine, params.trainset.pool, args.batch, args.videos or None, args.by, args.reason,
-                    params.benchmark, version=not args.no_version)
-    except ReleaseError as err:
-        print(f"clpau ingest release: error: {err}", file=sys.stderr)
-        return 1
+    r = release(f.quarantine, params.trainset.pool, args.batch, args.videos or None, args.by, args.reason,
+                params.benchmark, version=not args.no_version)
     print(f"ingest: released {len(r['videos'])} videos of {args.batch} into {r['pool']} ({r['clips']} clips), by "
           f"{r['released_by']}" + (f"; pool version committed: {r['commit'][:10]}" if r.get("commit") else ""))
     return 0
 
 
 def _drift(args, params) -> int:
-    from .drift import run_drift
+    from clpau.ops.drift import run_drift
 
-    p = params.drift
-    if args.encoder:
-        p = p.model_copy(update={"encoder": args.encoder})
+    p = override(params.drift, "drift", encoder=args.encoder)
     out = args.out or Path("reports/drift") / args.current.name
-    try:
-        s = run_drift(args.reference, args.current, p, out)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"clpau drift: error: {err}", file=sys.stderr)
-        return 2
+    s = run_drift(args.reference, args.current, p, out)
     print(f"drift: {args.current} against {args.reference}: {'DRIFT' if s['drift'] else 'no drift'} "
           f"({s['drifted_share']:.0%} of {len(s['columns'])} columns drifted, threshold {s['threshold']:.0%}"
           + (f": {', '.join(s['drifted_columns'])}" if s["drifted_columns"] else "") + f"); report {out}/drift.html")
-    return 1 if s["drift"] and args.fail_on_drift else 0
+    return EXIT_NO if s["drift"] and args.fail_on_drift else 0
 
 
 def _fmt(v: float | None) -> str:
@@ -243,13 +222,9 @@ def _fmt(v: float | None) -> str:
 
 
 def _floor(args, params) -> int:
-    from .floor import run_floor
+    from clpau.eval.floor import run_floor
 
-    try:
-        f = run_floor(params.benchmark, params.evaluate, params.pretrain, progress=not args.quiet)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"clpau floor: error: {err}", file=sys.stderr)
-        return 2
+    f = run_floor(params.benchmark, params.evaluate, params.pretrain, progress=not args.quiet)
     print(f"floor: random-init {f['backbone']} at {f['image_size']} px (seed {f['seed']}) on {f['dataset']}: mean F1 "
           f"{f['f1_mean']:.3f}, same_subject_nn {_fmt(f['same_subject_nn'])}, cross_subject_knn_f1 "
           f"{_fmt(f['cross_subject_knn_f1'])}; written to {params.evaluate.floor}")
@@ -300,12 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--quality", type=int, help="JPEG quality 1-100 (default: store.quality)")
     st.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
-    pt = sub.add_parser("pretrain", help="pretraining: clp, its ablations tcl and cir, simclr, moco, random; supervised (upper bound)",
+    pt = sub.add_parser("pretrain", help="pretraining: " + ", ".join(METHODS) + " (clpau.methods)",
                         description="Train an encoder on the clips of pretrain.data with Lightning Fabric; writes "
                                     "pretrain.out_dir/encoder.pt, checkpoints (a rerun resumes from the last) and "
                                     "dvclive metrics in pretrain.live_dir.")
-    pt.add_argument("--method", choices=["clp", "tcl", "cir", "simclr", "moco", "random", "supervised"],
-                    help="default: pretrain.method")
+    pt.add_argument("--method", choices=list(METHODS),
+                    help="default: pretrain.method; " + "; ".join(f"{name}: {m.summary}" for name, m in METHODS.items()))
     pt.add_argument("--max-steps", type=int, help="default: pretrain.max_steps")
     pt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -403,10 +378,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"assets": _assets, "synth": _synth, "extract": _extract, "trainset": _trainset, "store": _store, "pretrain": _pretrain, "evaluate": _evaluate,
-            "floor": _floor,
-            "predict": _predict, "compare": _compare,
+COMMANDS = {"assets": _assets, "synth": _synth, "extract": _extract, "trainset": _trainset, "store": _store,
+            "pretrain": _pretrain, "evaluate": _evaluate, "floor": _floor, "predict": _predict, "compare": _compare,
             "validate": _validate, "drift": _drift, "ingest": _ingest}
+
+
+def _input_errors() -> tuple[type[Exception], ...]:
+    """What the commands raise for an input they cannot use (exit 3): their own errors, a missing file, a value
+    read from the data that is out of bounds (a leaking split, unreadable labels, an empty table)."""
+    from clpau.eval.compare import CompareError
+    from clpau.ops.ingest import ReleaseError
+    from clpau.ops.predict import PredictError
+    from clpau.ops.trainset import TrainsetError
+    from clpau.synth.assets import AssetError
+
+    return (InputError, AssetError, TrainsetError, ReleaseError, PredictError, CompareError, FileNotFoundError,
+            ValueError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,7 +403,11 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args, params)
     except ConfigError as err:
         print(f"clpau: configuration error:\n{err}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    except _input_errors() as err:
+        name = " ".join(filter(None, [args.command, getattr(args, "action", None)]))
+        print(f"clpau {name}: error: {err}", file=sys.stderr)
+        return EXIT_INPUT
 
 
 if __name__ == "__main__":
