@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -23,6 +24,9 @@ class EvaluateParams(_Section):
                                                      "0 = linear probe only")
     finetune_lr: float = Field(1e-3, gt=0)
     finetune_batch: int = Field(128, ge=2)
+    finetune_accelerator: str = Field("auto", description="where the fine-tune protocol trains (Fabric's accelerator)")
+    finetune_precision: Literal["auto", "bf16-mixed", "16-mixed", "32-true"] = Field(
+        "auto", description="auto: as pretraining resolves it (bf16-mixed where native, else 32-true on a CPU)")
     metrics: Path = Path("metrics/evaluate.json")
     plots_dir: Path = Path("metrics/evaluate")
     probe_out: Path = Path("models/probe.pt")

@@ -57,11 +57,12 @@ def lr_at(step: int, p: PretrainParams) -> float:
     return p.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def fit(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Path, desc: str,
+def fit(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Path | None, desc: str,
            images_per_step: int, prepare, progress: bool, log, step_offset: int = 0,
            append_log: bool = False, fp: str | None = None, run_info: dict | None = None) -> tuple[int, bool]:
     """The loop: warm-up + cosine lr, Fabric backward, dvclive every log_every steps, atomic checkpoints every
-    ckpt_every steps; resumes from `ckpt_path` when it exists. Returns (steps done, resumed). Several runs may log
+    ckpt_every steps; resumes from `ckpt_path` when it exists (None: no checkpoints, and with `live_dir` None no
+    dvclive: the fine-tune protocol's short per-fold runs inside `evaluate`). Returns (steps done, resumed). Several runs may log
     into one dvclive history one after another (`step_offset`, `append_log`: the supervised folds). `run_info`
     (device, precision and why, threads) goes into the dvclive summary, so `dvc exp show` shows what each run ran
     on."""
@@ -85,9 +86,9 @@ def fit(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Path, 
                           + "; lower batch_clips or add data")
     optimizer = adamw(model.parameters(), p.lr, p.weight_decay)
     model, optimizer = fabric.setup(model, optimizer)
-    fp = fp or fingerprint(p)
+    fp = fp or (fingerprint(p) if ckpt_path is not None else "")
     state = {"model": model, "optimizer": optimizer, "step": 0, "fingerprint": fp}
-    resumed = ckpt_path.exists()
+    resumed = ckpt_path is not None and ckpt_path.exists()
     if resumed:
         saved = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("fingerprint")
         if saved != fp:  # a checkpoint of other settings (kept by DVC's persist): not ours to continue
@@ -100,10 +101,10 @@ def fit(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Path, 
     step = state["step"]
     # dvcyaml=False: the stage declares its own metrics and plots; save_dvc_exp=False: never touch git itself
     live = (Live(str(p.live_dir), dvcyaml=False, save_dvc_exp=False, resume=resumed or append_log, report=None)
-            if fabric.global_rank == 0 else None)
+            if fabric.global_rank == 0 and p.live_dir is not None else None)
     if live is not None and run_info:
         live.summary["run"] = dict(run_info)
-    bar = tqdm(total=p.max_steps, initial=step, desc=f"pretrain {desc}", unit="step",
+    bar = tqdm(total=p.max_steps, initial=step, desc=desc if ckpt_path is None else f"pretrain {desc}", unit="step",
                disable=not progress or fabric.global_rank != 0)
     t_last, n_last = time.perf_counter(), step
     waited = 0.0  # seconds this logging window spent waiting for the loader
@@ -142,7 +143,7 @@ def fit(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Path, 
                     live.log_metric(f"train/{k}", float(v))
                 live.step = step_offset + step
                 live.next_step()
-            if step % p.ckpt_every == 0 or step == p.max_steps:
+            if ckpt_path is not None and (step % p.ckpt_every == 0 or step == p.max_steps):
                 tmp = ckpt_path.with_name(ckpt_path.name + ".tmp")
                 fabric.save(tmp, state)
                 if fabric.global_rank == 0:

@@ -25,7 +25,7 @@ class PretrainParams(_Section):
                                  "(`clpau store`): a folder, or s3://… / local:… streamed into store_cache")
     store_cache: Path = Field(Path("data/cache/store"), description="where the chunks of a streamed store are kept")
     out_dir: Path = Path("models")
-    live_dir: Path = Path("dvclive/pretrain")
+    live_dir: Path | None = Field(Path("dvclive/pretrain"), description="dvclive history; null: none")
     backbone: Literal["resnet_small", "resnet18"] = "resnet_small"
     image_size: int = Field(64, ge=32, le=256)
     clip_len: int = Field(8, ge=2, description="frames per clip (TCL); frame methods use single frames")
