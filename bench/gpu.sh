@@ -69,9 +69,10 @@ pretrain:
   backbone: resnet18
   image_size: $SIZE
   batch_clips: $BATCH
-  num_workers: 8
-  colour_on: ${COLOUR[$where]}
-  crop_on: ${CROP[$where]}
+  compute:
+    num_workers: 8
+    colour_on: ${COLOUR[$where]}
+    crop_on: ${CROP[$where]}
   max_steps: $STEPS
   log_every: 10
 EOF

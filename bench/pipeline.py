@@ -8,7 +8,7 @@ Each stage runs as `dvc repro --single-item --force STAGE` in this workspace (so
 stages in order, or `dvc repro` once), one after another, after its persisted outputs are removed (extraction's
 per-video cache and pretraining's checkpoints would otherwise turn a forced run into a no-op; `--warm` keeps them), and its seconds are printed and written as JSON with the
 machine's CPU flags that matter (avx2, avx512f, avx512_bf16, amx_bf16), the ISA ceilings in force and the precision
-that `pretrain.precision: auto` resolves to under them. The emulation caps PyTorch and oneDNN only: dlib, NumPy and
+that `pretrain.compute.precision: auto` resolves to under them. The emulation caps PyTorch and oneDNN only: dlib, NumPy and
 the video codecs (synth, extract) run as they would natively.
 """
 

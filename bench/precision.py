@@ -36,7 +36,7 @@ from clpau.core.hardware import resolve_precision
 from clpau.train.pretrain import run_pretrain
 out, steps, precision, method, seed = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 params = load_params()
-update = {"precision": precision, "method": method, "seed": seed, "out_dir": Path(out), "live_dir": Path(out) / "live",
+update = {"compute": params.pretrain.compute.model_copy(update={"precision": precision}), "method": method, "seed": seed, "out_dir": Path(out), "live_dir": Path(out) / "live",
           "ckpt_every": 10**6, "log_every": 10}
 if steps:  # a speed run: a short schedule
     update.update(max_steps=steps, warmup_steps=5)

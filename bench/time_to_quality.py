@@ -39,8 +39,11 @@ from clpau.train.pretrain import run_pretrain
 from clpau.eval.evaluate import run_evaluate
 out, steps, seed, overrides = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
 params = load_params()
-p = params.pretrain.model_validate({**params.pretrain.model_dump(), **overrides, "max_steps": steps, "seed": seed,
-                                    "out_dir": out, "live_dir": out / "live", "ckpt_every": 10**6})
+base = params.pretrain.model_dump()
+for k, v in overrides.items():  # a subsection's keys merge into it
+    base[k] = {**base[k], **v} if isinstance(v, dict) else v
+p = params.pretrain.model_validate({**base, "max_steps": steps, "seed": seed, "out_dir": out, "live_dir": out / "live",
+                                    "ckpt_every": 10**6})
 t = time.perf_counter()
 run_pretrain(p, progress=False, log=lambda m: None)
 seconds = time.perf_counter() - t
@@ -54,13 +57,18 @@ print(json.dumps({"seconds": seconds, "method": p.method, **{k: m[k] for k in ("
 
 
 def parse_set(items: list[str]) -> dict:
-    """key=value pairs of the pretrain section, values read as YAML (numbers, booleans, lists)."""
-    out = {}
+    """key=value pairs of the pretrain section (a dotted key for a subsection: tcl.tau=0.2), values read as YAML
+    (numbers, booleans, lists)."""
+    out: dict = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set {item!r}: expected key=value")
-        out[key] = yaml.safe_load(value)
+        *sections, leaf = key.split(".")
+        node = out
+        for name in sections:
+            node = node.setdefault(name, {})
+        node[leaf] = yaml.safe_load(value)
     return out
 
 

@@ -1,6 +1,6 @@
 """Prefect flow: retrain — pull (git + DVC remotes, where set), stop when the pool holds no batch the promoted model
 was not trained on, else run the pipeline as the DVC experiment `retrain-<date>` (Lightning Fabric picks the
-worker's accelerator: `pretrain.accelerator: auto`; `pretrain.devices`/`num_nodes` for a multi-GPU worker), promote
+worker's accelerator: `pretrain.compute.accelerator: auto`; `pretrain.compute.devices`/`num_nodes` for a multi-GPU worker), promote
 it only if it is not worse than the promoted model (lineage, `dvc add`, git commit), and push.
 
 A thin wrapper over `clpau.retrain` and `clpau.sync`; one run at a time per workspace (a lock file, and

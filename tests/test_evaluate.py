@@ -85,7 +85,7 @@ def _eval_params(tmp_path, encoder) -> EvaluateParams:
 @pytest.mark.parametrize("method", ["random", "supervised"])
 def test_evaluate_stage_writes_metrics_plots_and_probe(method, synth_clips, tmp_path):
     pre = PretrainParams(data=[synth_clips], method=method, out_dir=tmp_path / "models", live_dir=tmp_path / "live",
-                         max_steps=2, batch_clips=4, clip_len=4, num_workers=0)
+                         max_steps=2, batch_clips=4, clip_len=4)
     run_pretrain(pre, progress=False, log=lambda *_: None, bench=_bench(synth_clips))
     p = _eval_params(tmp_path, tmp_path / "models" / "encoder.pt").model_copy(
         update={"finetune_steps": 3, "finetune_batch": 16})

@@ -72,11 +72,11 @@ def test_the_current_environment_is_read(monkeypatch):
 
 def test_precision_is_validated_at_load(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("pretrain:\n  precision: bf16\n")
-    with pytest.raises(ConfigError, match="pretrain.precision"):
+    path.write_text("pretrain:\n  compute:\n    precision: bf16\n")
+    with pytest.raises(ConfigError, match="pretrain.compute.precision"):
         load_params(path)
     path.write_text("pretrain: {}\n")
-    assert load_params(path).pretrain.precision == "auto"
+    assert load_params(path).pretrain.compute.precision == "auto"
 
 
 def test_autocast_dtype():

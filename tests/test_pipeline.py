@@ -38,7 +38,7 @@ def dvc_repo(tmp_path_factory):
     # a tiny synthetic set: the point here is the pipeline, not the data
     params["synth"]["pretrain"] = {"identities": 2, "videos_per_identity": 1, "frames": 20}
     params["synth"]["labelled"] = {"tasks": 1, "frames": 20, "speech": 0.5}
-    params["pretrain"].update(max_steps=3, batch_clips=2, clip_len=4, num_workers=0, log_every=1)
+    params["pretrain"].update(max_steps=3, batch_clips=2, clip_len=4, log_every=1)
     params["evaluate"].update(seeds=1, label_fractions=[0.5, 1.0], embedding_frames=100)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",

@@ -20,7 +20,7 @@ def detector(synth_clips, tmp_path_factory):
     """A (tiny) trained encoder and its probe, as `dvc repro` leaves them, and a params file pointing at them."""
     root, out = synth_clips.parent, tmp_path_factory.mktemp("detector")
     pre = PretrainParams(data=[synth_clips], method="tcl", out_dir=out / "models", live_dir=out / "live", max_steps=2,
-                         batch_clips=4, clip_len=4, num_workers=0)
+                         batch_clips=4, clip_len=4)
     run_pretrain(pre, progress=False, log=lambda *_: None)
     bench = BenchmarkParams(clips=root / "labelled_clips", labels_dir=root / "labels" / "labelled")
     ev = EvaluateParams(encoder=out / "models" / "encoder.pt", seeds=1, label_fractions=[1.0], embedding_frames=100,

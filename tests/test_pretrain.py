@@ -98,8 +98,8 @@ def test_ddp_on_two_cpu_processes(method, synth_clips, synth_store, tmp_path):
     1, leaves its networks without a gradient on step 2, and step 3 is where DDP would fail if it did not expect
     that."""
     momentum = {"tcl": {"key_encoder": "momentum", "queue_size": 64}, "cir": {"every": 2}} if method == "clp" else {}
-    p = _params(tmp_path, synth_store, method=method, max_steps=3, accelerator="cpu", devices=2, strategy="ddp",
-                **momentum)
+    p = _params(tmp_path, synth_store, method=method, max_steps=3,
+                compute={"accelerator": "cpu", "devices": 2, "strategy": "ddp"}, **momentum)
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump({"pretrain": p.model_dump(mode="json")}))
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1"}
@@ -115,12 +115,12 @@ def test_ddp_on_two_cpu_processes(method, synth_clips, synth_store, tmp_path):
 
 def test_a_ddp_strategy_that_cannot_skip_parameters_is_refused_before_any_process_starts(synth_clips, tmp_path,
                                                                                           capsys):
-    p = _params(tmp_path, synth_clips, method="clp", accelerator="cpu", devices=2, strategy="ddp_spawn")
+    p = _params(tmp_path, synth_clips, method="clp", compute={"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn"})
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump({"pretrain": p.model_dump(mode="json")}))
     assert cli.main(["--params", str(params_file), "pretrain", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "pretrain.strategy: 'ddp_spawn'" in err and f"cir.every {p.cir.every}" in err
+    assert "pretrain.compute.strategy: 'ddp_spawn'" in err and f"cir.every {p.cir.every}" in err
     assert not (p.out_dir / "checkpoints").exists()
 
 
@@ -136,7 +136,7 @@ def test_an_avx2_only_cpu_trains_in_fp32_and_says_so(synth_clips, tmp_path):
     it in dvclive's summary; an explicit bf16-mixed is kept."""
     env = dict(os.environ, **AVX2_CAPS)
     for precision, expected in (("auto", "32-true"), ("bf16-mixed", "bf16-mixed")):
-        p = _params(tmp_path / precision, synth_clips, precision=precision, max_steps=2)
+        p = _params(tmp_path / precision, synth_clips, compute={"precision": precision}, max_steps=2)
         run = subprocess.run(_pretrain_command(p), capture_output=True, text=True, env=env, timeout=300)
         assert run.returncode == 0, run.stdout + run.stderr
         assert f"precision {expected} (" in run.stdout
@@ -149,11 +149,11 @@ def test_an_avx2_only_cpu_trains_in_fp32_and_says_so(synth_clips, tmp_path):
 def test_the_checkpoint_fingerprint_holds_the_resolved_precision(synth_clips, tmp_path):
     """`auto` is fingerprinted as what it resolves to here: a finished run in another precision (an AVX2 machine's
     fp32, say, in the persisted checkpoint folder) is not taken for this machine's run, an explicit twin is."""
-    auto = _params(tmp_path, synth_clips, precision="auto")
+    auto = _params(tmp_path, synth_clips, compute={"precision": "auto"})
     here = resolve_precision("auto", "cpu")[0]
     other = "32-true" if here == "bf16-mixed" else "bf16-mixed"
-    assert fingerprint(auto) == fingerprint(auto.model_copy(update={"precision": here}))
-    assert fingerprint(auto) != fingerprint(auto.model_copy(update={"precision": other}))
+    assert fingerprint(auto) == fingerprint(_with(auto, compute={"precision": here}))
+    assert fingerprint(auto) != fingerprint(_with(auto, compute={"precision": other}))
 
 
 @pytest.mark.parametrize("source", ["shards", "store"])
@@ -369,9 +369,9 @@ def test_views_coloured_on_the_trainer_train_like_views_coloured_by_the_loader(s
     # crop_on: trainer too: views close to the loader's (test_data), so the same run within a looser bound
     runs = {}
     for where, crop in (("loader", "loader"), ("trainer", "loader"), ("crop", "trainer")):
-        p = _params(tmp_path / where, synth_clips, method="tcl", colour_on="auto" if crop == "trainer" else where,
-                    crop_on=crop)
-        assert fingerprint(p) == fingerprint(p.model_copy(update={"colour_on": "auto", "crop_on": "auto"}))
+        p = _params(tmp_path / where, synth_clips, method="tcl",
+                    compute={"colour_on": "auto" if crop == "trainer" else where, "crop_on": crop})
+        assert fingerprint(p) == fingerprint(_with(p, compute={"colour_on": "auto", "crop_on": "auto"}))
         run_pretrain(p, progress=False, log=lambda *_: None)
         runs[where] = load_encoder(p.out_dir / "encoder.pt")[0].state_dict()
         runs[where + "_loss"] = json.loads((p.live_dir / "metrics.json").read_text())["train"]["loss"]
@@ -380,7 +380,7 @@ def test_views_coloured_on_the_trainer_train_like_views_coloured_by_the_loader(s
     for name, w in runs["loader"].items():
         assert torch.allclose(w.float(), runs["trainer"][name].float(), atol=1e-2), name
     with pytest.raises(ValueError, match="crop_on: trainer needs colour_on"):
-        _params(tmp_path / "bad", synth_clips, method="tcl", colour_on="loader", crop_on="trainer")
+        _params(tmp_path / "bad", synth_clips, method="tcl", compute={"colour_on": "loader", "crop_on": "trainer"})
 
 
 def test_the_same_encoder_is_written_as_the_same_bytes(tmp_path):

@@ -173,7 +173,7 @@ def test_pretraining_decodes_a_stores_frames_on_the_trainer(synth_store, tmp_pat
     from clpau.train.pretrain import run_pretrain
 
     p = PretrainParams(data=[synth_store], out_dir=tmp_path / "m", live_dir=tmp_path / "l", batch_clips=4, clip_len=4,
-                       max_steps=3, log_every=1, crop_on="trainer", colour_on="trainer",
-                       decode_on="trainer")
+                       max_steps=3, log_every=1,
+                       compute={"crop_on": "trainer", "colour_on": "trainer", "decode_on": "trainer"})
     assert run_pretrain(p, progress=False, log=lambda *_: None)["steps"] == 3
     assert json.loads((p.live_dir / "metrics.json").read_text())["train"]["loss"] > 0

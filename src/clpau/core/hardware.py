@@ -1,6 +1,6 @@
 """Choices that depend on the machine, made when a run starts and said in its log — never tuned into a default.
 
-- Precision (`pretrain.precision: auto`, and every other place that picks a dtype): bf16-mixed where the device runs
+- Precision (`pretrain.compute.precision: auto`, and every other place that picks a dtype): bf16-mixed where the device runs
   bf16 natively — CPUs with AVX-512 BF16 or AMX (and PyTorch/oneDNN allowed to use them), CUDA devices that support
   bf16 —, 16-mixed on older CUDA devices, 32-true elsewhere. On a CPU without bf16 instructions every bf16 op is
   emulated: a `resnet_small` training step ran 3.4x slower in bf16 than in fp32 on an AVX2-only EPYC.

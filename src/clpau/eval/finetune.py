@@ -43,8 +43,8 @@ def finetune_fold(encoder_path: Path, data: LabelledSet, train: np.ndarray, test
     batch = min(p.finetune_batch, len(frames))
     loop = PretrainParams(method="supervised", backbone=meta["backbone"], image_size=meta["image_size"],
                           max_steps=p.finetune_steps, lr=p.finetune_lr, weight_decay=1e-4,
-                          warmup_steps=max(1, p.finetune_steps // 10), precision=precision,
-                          accelerator=p.finetune_accelerator, seed=fold, live_dir=None)
+                          warmup_steps=max(1, p.finetune_steps // 10), seed=fold, live_dir=None,
+                          compute={"precision": precision, "accelerator": p.finetune_accelerator})
     fit(fabric, model, frames, batch, loop, None, f"fine-tune fold {fold}", batch, None, progress, log=lambda *_: None)
     head = torch.nn.Sequential(model.encoder, model.head).cpu().float()
     logits = encode(head, data.subset(test).crops(), meta["image_size"], p.batch_size)

@@ -23,13 +23,14 @@ def fingerprint(p: PretrainParams, bench: BenchmarkParams | None = None) -> str:
     data's clip tables — when any of them changes DVC reruns the stage, and an old checkpoint must not stand in for
     the new run."""
     unused = set(SECTIONS) - set(METHODS[p.method].sections)
-    relevant = p.model_dump(mode="json", exclude={"num_workers", "log_every", "ckpt_every", "out_dir", "live_dir",
-                                                  "colour_on", "crop_on", "decode_on", "store_cache", *unused})
+    written = dict.fromkeys(["log_every", "ckpt_every", "out_dir", "live_dir", "store_cache", *unused], True)
+    placed = {"compute": {"num_workers", "colour_on", "crop_on", "decode_on"}}
+    relevant = p.model_dump(mode="json", exclude=written | placed)
     for section in METHODS[p.method].sections:
         relevant[section].pop("compile_keys", None)
     # the precision the run trains in, not the word `auto`: a finished fp32 run of an AVX2 machine must not stand in
     # for this machine's bf16 run (the checkpoint folder persists across `dvc repro --force`)
-    relevant["precision"] = resolve_precision(p.precision, device_type(p.accelerator))[0]
+    relevant["compute"]["precision"] = resolve_precision(p.compute.precision, device_type(p.compute.accelerator))[0]
     if p.method == "supervised":
         relevant["benchmark"] = (bench or BenchmarkParams()).model_dump(mode="json")
     h = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())

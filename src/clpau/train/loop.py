@@ -115,7 +115,7 @@ def fit(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Path |
         # where the step count says: a resumed run goes on with the batch the killed one would have drawn next
         epoch, skip = divmod(step, per_epoch)  # each batch carries its epoch to the dataset (EpochBatch)
         loader = fabric.setup_dataloaders(
-            epoch_loader(dataset, batch, p.num_workers, p.seed, epoch, skip, fabric.global_rank, fabric.world_size,
+            epoch_loader(dataset, batch, p.compute.num_workers, p.seed, epoch, skip, fabric.global_rank, fabric.world_size,
                          count=p.max_steps - step, chunks=chunks),
             use_distributed_sampler=False)  # the batches are dealt out to the processes already
         t_ready = time.perf_counter()  # the step is ready for its next batch

@@ -40,9 +40,9 @@ def clip_dataset(p: PretrainParams, method: Method, device: str) -> ClipDataset:
     frames = method.inputs == "frames"
     return ClipDataset(p.data, clip_len=1 if frames else p.clip_len, stride=p.frame_stride, cache_dir=p.store_cache,
                        size=p.image_size, seed=p.seed, frame_jitter=0.0 if frames else p.frame_jitter,
-                       colour_on_host=colour_on_host(p.colour_on, device, p.crop_on),
-                       crop_on_host=crop_on_host(p.crop_on, device),
-                       decode_on_host=decode_on_host(p.decode_on, device, p.crop_on),
+                       colour_on_host=colour_on_host(p.compute.colour_on, device, p.compute.crop_on),
+                       crop_on_host=crop_on_host(p.compute.crop_on, device),
+                       decode_on_host=decode_on_host(p.compute.decode_on, device, p.compute.crop_on),
                        motion=method.uses_motion and not frames)
 
 
@@ -51,16 +51,16 @@ def run_pretrain(p: PretrainParams, progress: bool = True, log=print, bench: Ben
     from lightning_fabric import Fabric
 
     reuse_freed_memory()
-    precision, why = resolve_precision(p.precision, device_type(p.accelerator))
+    precision, why = resolve_precision(p.compute.precision, device_type(p.compute.accelerator))
     log(f"pretrain: precision {precision} ({why}); {torch.get_num_threads()} threads")
-    run_info = {"device": device_type(p.accelerator), "precision": precision, "precision_reason": why,
+    run_info = {"device": device_type(p.compute.accelerator), "precision": precision, "precision_reason": why,
                 "threads": torch.get_num_threads()}
-    where = {"accelerator": p.accelerator, "devices": p.devices, "num_nodes": p.num_nodes, "precision": precision}
-    fabric = Fabric(**where, strategy=p.strategy)
+    where = {"accelerator": p.compute.accelerator, "devices": p.compute.devices, "num_nodes": p.compute.num_nodes, "precision": precision}
+    fabric = Fabric(**where, strategy=p.compute.strategy)
     if fabric.world_size > 1 and p.method == "clp" and p.cir.every > 1:
         # CIR's networks sit out the steps between CIR steps, and DDP must expect parameters without a gradient
-        if p.strategy not in ("auto", "ddp", "ddp_find_unused_parameters_true"):
-            raise ConfigError(f"pretrain.strategy: {p.strategy!r} on {fabric.world_size} processes cannot train clp "
+        if p.compute.strategy not in ("auto", "ddp", "ddp_find_unused_parameters_true"):
+            raise ConfigError(f"pretrain.compute.strategy: {p.compute.strategy!r} on {fabric.world_size} processes cannot train clp "
                              f"with cir.every {p.cir.every} (CIR's networks get no gradient between CIR steps); use "
                              "auto, ddp or ddp_find_unused_parameters_true, or cir.every: 1")
         fabric = Fabric(**where, strategy="ddp_find_unused_parameters_true")
