@@ -151,5 +151,17 @@ def fit(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Path |
             t_ready = time.perf_counter()
     bar.close()
     if live is not None:
-        live.end()
+        _end_live(live)
     return step, resumed
+
+
+def _end_live(live) -> None:
+    """`Live.end`, tolerating a run beside this one in the same repo: dvclive signals VS Code through one file per
+    repo (.dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED) and removes it as its last act with exists-then-remove, so two
+    runs ending together (a retrain beside `dvc repro`, two test processes) race on it. Everything of the run's own
+    is written by then."""
+    try:
+        live.end()
+    except FileNotFoundError as err:
+        if Path(err.filename or "").name != "DVCLIVE_STEP_COMPLETED":
+            raise
