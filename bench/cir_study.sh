@@ -1,40 +1,35 @@
 #!/usr/bin/env bash
-# CIR at the strength it needs (issue 33 §2; docs/results.md, "CIR at the strength it needs"): clp with CIR's
-# schedule, frames, decoder resolution and weights varied on top of the default TCL reading, and TCL alone, each as a
-# named DVC experiment run in the workspace (the checkpoint stays for the swap-fidelity check), then
-# bench/cir_truth.py on it. One folder per run under $OUT: evaluate.json, pretrain.json, step.json (mean step time
+# CIR with the warp decoder (issue 41; docs/results.md, "CIR that moves pixels"): clp with CIR's swap term and
+# schedule varied on top of the default TCL reading, and TCL alone, each as a named DVC experiment run in the
+# workspace (the checkpoint stays for the swap-fidelity check), then bench/cir_truth.py on it. (The pixel decoder's
+# settings of issue 33 ran with this script as it was at commit 33d58f8.) One folder per run under $OUT: evaluate.json, pretrain.json, step.json (mean step time
 # over the run, from DVCLive's img_per_s), truth/ (summary.json, pairs.png) and truth.md.
 #
-#   bash bench/cir_study.sh                                                       # the screen: seed 0, 900 steps
-#   SETTINGS="tcl every16" SEEDS="0 1 2" STEPS=1500 LR=0.002 bash bench/cir_study.sh   # the study's budget
-#   SETTINGS=tcl SEEDS="0 1 2" STEPS=1000 bash bench/cir_study.sh                      # make repro's default
+#   bash bench/cir_study.sh                                                  # the screen: seed 0, make repro's budget
+#   SETTINGS="tcl clp" SEEDS="0 1 2" STEPS=1500 LR=0.002 bash bench/cir_study.sh   # the study's budget
+#   SETTINGS="tcl clp" SEEDS="1 2" bash bench/cir_study.sh                         # make repro's, the other seeds
 #
 # Runs in the workspace and resets params.yaml before each run: use a clone (bench/clp_study.sh's note), not a
-# checkout with changes of its own. Each run takes 3-5 min on 2 cores at 900 steps, 5.5-7.5 min at 1500.
+# checkout with changes of its own. Each run takes 9-13 min at 1000 steps on the 2-core AVX2-only EPYC (fp32).
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 # the stages run `clpau`: the venv first on PATH; no telemetry (as in the Makefile)
 export PATH="$(cd "$BIN" && pwd):$PATH" DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1
 OUT=${OUT:-reports/cir_study}
 SEEDS=${SEEDS:-0}
-STEPS=${STEPS:-900}
+STEPS=${STEPS:-1000}
 LR=${LR:-0.004}
 PAIRS=${PAIRS:-300}
-# setting -> its overrides of params.yaml; every CIR setting trains clp (CIR's defaults: cir_every 16, cir_frames 2,
-# decoder 32 px, λ 1/.5/.5/0) whatever the default method is
+# setting -> its overrides of params.yaml; every CIR setting trains clp (CIR's defaults: every 2nd step, 2 target
+# frames a clip, the swap tied to A's frame by a cosine pull) whatever the default method is
 CLP="-S pretrain.method=clp"
 declare -A SETTING=(
   [tcl]="-S pretrain.method=tcl"
-  [every16]="$CLP"
-  [every4]="$CLP -S pretrain.cir.every=4"
-  [every1]="$CLP -S pretrain.cir.every=1"
-  [every4-frames8]="$CLP -S pretrain.cir.every=4 -S pretrain.cir.frames=8"
-  [every1-dec64]="$CLP -S pretrain.cir.every=1 -S pretrain.cir.decoder_size=64"
-  [every1-id]="$CLP -S pretrain.cir.every=1 -S pretrain.cir.lambda_id=0.5"
-  [every1-w1]="$CLP -S pretrain.cir.every=1 -S pretrain.cir.lambda_swap=1 -S pretrain.cir.lambda_cycle=1"
-  [every4-id]="$CLP -S pretrain.cir.every=4 -S pretrain.cir.lambda_id=0.5"
+  [clp]="$CLP"
+  [clp-contrast]="$CLP -S pretrain.cir.swap_loss=contrast"
+  [clp-every1]="$CLP -S pretrain.cir.every=1"
 )
-SETTINGS=${SETTINGS:-tcl every16 every4 every1 every4-frames8 every1-dec64 every1-id every4-id every1-w1}
+SETTINGS=${SETTINGS:-tcl clp clp-contrast}
 for name in $SETTINGS; do
   [[ -v "SETTING[$name]" ]] || { echo "cir_study: unknown setting '$name' (known: ${!SETTING[*]})" >&2; exit 2; }
 done

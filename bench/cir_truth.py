@@ -1,14 +1,14 @@
-"""Swap fidelity of a trained clp model against the renderer's truth (issue 33 §1; src/clpau/eval/swap_fidelity.py).
+"""Swap fidelity of a trained clp model's warp against the renderer's truth (issues 33, 41; src/clpau/eval/swap_fidelity.py).
 
     python bench/cir_truth.py [--ckpt models/checkpoints/last.ckpt] [--params params.yaml] [--pairs 300]
                               [--seed 0] [--out reports/cir_truth]
 
 The model is rebuilt from --params' `pretrain` section and loaded from the Fabric checkpoint (which, unlike
-encoder.pt, holds CIR's identity encoder and decoder). Pairs: a labelled frame x_A with some facial action (AU
-intensities summing to ≥ 1) of a subject of the first fold, and another subject B's frame with the least action
-(y_B); ỹ* renders B with A's AU intensities and head pose, aligned as `extract` aligns. The AU read-out is fitted on
-the frames of the other folds' subjects. Writes summary.json, pairs.png (A, B, swap, truth, references) and a
-markdown table on stdout.
+encoder.pt, holds CIR's warp decoders). Pairs: a labelled frame x_A with some facial action (AU intensities summing
+to ≥ 1) of a subject of the first fold, and another subject B's frame with the least action (y); ỹ* renders B with
+A's AU intensities in B's head pose, aligned as `extract` aligns. The self term: frames s, t of a first-fold video
+as far apart as training pairs them (half a clip). The AU read-out is fitted on the frames of the other folds'
+subjects. Writes summary.json, pairs.png (A, B, swap, truth, the AU flow) and a markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ def main() -> None:
     from clpau.config import load_params
     from clpau.core.benchmarks import load_labelled, read_folds
     from clpau.eval.swap_fidelity import (
-        at_side,
         compare,
         normalise,
         r2,
         render_truth,
         ridge_cv,
         ridge_predict,
+        self_warps,
         swaps,
         to_pixels,
     )
@@ -80,19 +80,31 @@ def main() -> None:
         others = [s for s in rest if s != labelled.subject[i]]
         j = rest[others[rng.integers(len(others))]]
         tried += 1
-        y = render_truth(mesh, seed_of[labelled.video[j]], au[i], pose[i], synth.size, faces, template)
+        y = render_truth(mesh, seed_of[labelled.video[j]], au[i], pose[j], synth.size, faces, template)
         if y is not None:
             a_idx.append(i), b_idx.append(j), truths.append(y)
     a_idx, b_idx = np.array(a_idx), np.array(b_idx)
-    side = p.cir.decoder_size
-    target = at_side(np.stack(truths), side)
-    x_a, y_b = normalise(crops[a_idx], p.image_size), normalise(crops[b_idx], p.image_size)
+    side = p.image_size
+    target = to_pixels(normalise(np.stack(truths), side))  # ỹ* through the encoder's resize, as x_A and y are
+    x_a, y_b = normalise(crops[a_idx], side), normalise(crops[b_idx], side)
     out = swaps(model, x_a, y_b)
-    scores = {k: compare(to_pixels(out[k]), target) for k in ("swap", "ref_self", "ref_rest")}
-    closer = {m: float(np.mean((scores["swap"][m] < scores["ref_self"][m]) & (scores["swap"][m] < scores["ref_rest"][m]))
-                       if m == "l1" else np.mean((scores["swap"][m] > scores["ref_self"][m])
-                                                 & (scores["swap"][m] > scores["ref_rest"][m])))
+    images = {"swap": to_pixels(out["swap"]), "y": to_pixels(y_b), "x_a": to_pixels(x_a)}
+    scores = {k: compare(v, target) for k, v in images.items()}
+    closer = {m: float(np.mean((scores["swap"][m] < scores["y"][m]) & (scores["swap"][m] < scores["x_a"][m]))
+                       if m == "l1" else np.mean((scores["swap"][m] > scores["y"][m])
+                                                 & (scores["swap"][m] > scores["x_a"][m])))
               for m in ("l1", "ssim")}
+
+    # the self term: warp(x_s, φ_st) against x_t, beside x_s itself, for frames half a clip apart in one video
+    gap = (p.clip_len // 2) * p.frame_stride
+    at = {(v, f): i for i, (v, f) in enumerate(zip(labelled.video, labelled.frame, strict=True))}
+    s_idx = np.array([i for i in np.flatnonzero(test) if (labelled.video[i], labelled.frame[i] + gap) in at])
+    s_idx = rng.permutation(s_idx)[: args.pairs]
+    t_idx = np.array([at[(labelled.video[i], labelled.frame[i] + gap)] for i in s_idx])
+    x_s, x_t = normalise(crops[s_idx], side), normalise(crops[t_idx], side)
+    truth_t = to_pixels(x_t)
+    warped = compare(to_pixels(self_warps(model, x_s, x_t)), truth_t)["l1"]
+    unmoved = compare(to_pixels(x_s), truth_t)["l1"]
 
     # the AU read-out: fitted on a(x) of the other folds' frames, scored on the pairs
     train = np.flatnonzero(~test)
@@ -112,36 +124,44 @@ def main() -> None:
     ckpt = args.ckpt.resolve()
     shown = ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else args.ckpt  # no machine paths in the record
     summary = {"ckpt": str(shown), "step": int(state.get("step", -1)), "method": p.method, "pairs": len(a_idx),
-               "tried": tried, "decoder_size": side, "seconds": round(time.perf_counter() - t0, 1),
+               "tried": tried, "side": side, "seconds": round(time.perf_counter() - t0, 1),
                **{f"{k}_{m}": float(v[m].mean()) for k, v in scores.items() for m in v},
-               **{f"swap_closest_share_{m}": v for m, v in closer.items()}, **carry}
+               **{f"swap_closest_share_{m}": v for m, v in closer.items()},
+               "self_pairs": len(s_idx), "self_gap_frames": gap, "self_warp_l1": float(warped.mean()),
+               "self_unmoved_l1": float(unmoved.mean()), "self_closer_share": float(np.mean(warped < unmoved)),
+               "readout_kept": carry["r2_a_swap"] / carry["r2_a_x_a"] if carry["r2_a_x_a"] > 0 else float("nan"),
+               **carry}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    picture(args.out / "pairs.png", crops[a_idx[:6]], crops[b_idx[:6]], np.stack(truths[:6]),
-            {k: to_pixels(out[k][:6]) for k in ("swap", "ref_self", "ref_rest")})
+    picture(args.out / "pairs.png", images["x_a"][:6], images["y"][:6], target[:6], images["swap"][:6],
+            out["flow"][:6].numpy())
 
-    print(f"| {p.method} step {summary['step']}, {len(a_idx)} pairs | L1 to ỹ* ↓ | SSIM to ỹ* ↑ |")
+    print(f"| {p.method} step {summary['step']}, {len(a_idx)} pairs at {side} px | L1 to ỹ* ↓ | SSIM to ỹ* ↑ |")
     print("|---|---|---|")
-    for k, name in (("swap", "swap D(a_A, u_B)"), ("ref_self", "A's own reconstruction D(a_A, u_A)"),
-                    ("ref_rest", "B's resting face D(a_B, u_B)")):
+    for k, name in (("swap", "swap ỹ = warp(y, W_au(a(y), a(x_A)))"), ("y", "y: B's frame unmoved"),
+                    ("x_a", "x_A: A's frame")):
         print(f"| {name} | {summary[k + '_l1']:.4f} | {summary[k + '_ssim']:.4f} |")
     print(f"\nswap closer to ỹ* than both references: {closer['l1']:.0%} of pairs by L1, {closer['ssim']:.0%} by SSIM")
+    print(f"self term ({len(s_idx)} pairs {gap} frames apart): warp(x_s) L1 to x_t {summary['self_warp_l1']:.4f}, "
+          f"x_s unmoved {summary['self_unmoved_l1']:.4f}; warp closer on {summary['self_closer_share']:.0%}")
     print(f"AU read-out R² (20 renderer intensities): AU code a: from x_A {carry['r2_a_x_a']:.3f}, from ỹ "
           f"{carry['r2_a_swap']:.3f}; features f: from x_A {carry['r2_f_x_a']:.3f}, from ỹ {carry['r2_f_swap']:.3f}")
     print(f"written to {args.out}/ ({summary['seconds']} s)")
 
 
-def picture(path: Path, a: np.ndarray, b: np.ndarray, truth: np.ndarray, decoded: dict[str, np.ndarray]) -> None:
-    """Rows of pairs: A's frame, B's resting frame, the swap, the truth ỹ*, and the two references."""
+def picture(path: Path, a: np.ndarray, b: np.ndarray, truth: np.ndarray, swap: np.ndarray,
+            flow: np.ndarray) -> None:
+    """Rows of pairs: A's frame, B's resting frame, the swap, the truth ỹ*, and the AU flow (arrows on B's frame,
+    in pixels, scaled ×3 to be seen)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = [("A: x_A", a / 255), ("B: y_B", b / 255), ("swap ỹ = D(a_A, u_B)", decoded["swap"]),
-            ("truth ỹ*: B with A's action", truth / 255), ("D(a_A, u_A)", decoded["ref_self"]),
-            ("D(a_B, u_B)", decoded["ref_rest"])]
+    cols = [("A: x_A", a), ("B: y", b), ("swap ỹ = warp(y, W_au)", swap), ("truth ỹ*: B with A's action", truth),
+            ("AU flow on y (×3)", b)]
     fig, axes = plt.subplots(len(a), len(cols), figsize=(1.7 * len(cols), 1.7 * len(a)), squeeze=False)
+    side = a.shape[1]
     for r in range(len(a)):
         for c, (title, images) in enumerate(cols):
             ax = axes[r][c]
@@ -149,6 +169,11 @@ def picture(path: Path, a: np.ndarray, b: np.ndarray, truth: np.ndarray, decoded
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
                 ax.set_title(title, fontsize=7)
+        g = flow.shape[-1]
+        centres = (np.arange(g) + 0.5) * side / g - 0.5
+        px = flow[r] * side / 2  # grid_sample units -> pixels; ỹ(p) = y(p + φ): skin moves by −φ
+        axes[r][-1].quiver(*np.meshgrid(centres, centres), -3 * px[0], 3 * px[1], color="yellow", angles="xy",
+                           scale_units="xy", scale=1, width=0.006)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from clpau.methods.backbones import max_pool_3x3_s2, resnet18, resnet_small
-from clpau.methods.cir import CIRParams, cir_losses
+from clpau.methods.cir import CIR, CIRParams, FlowDecoder, identity_grid, swap_contrast, warp
 from clpau.methods.clp import CLP
 from clpau.methods.tcl import TCL, TCLParams, tcl_loss, temporal_margin
 
@@ -20,7 +20,7 @@ def _clp(cir: bool = True, **kw):
     tcl = {"dim": 16, "queue_size": 12, "key_encoder": "momentum"} | {k: v for k, v in kw.items() if k in TCLParams.model_fields}
     if not cir:
         return TCL(resnet_small(), TCLParams(**tcl))
-    cir_kw = {"id_dim": 8, "decoder_size": 16, "every": 1} | {k: v for k, v in kw.items() if k in CIRParams.model_fields}
+    cir_kw = {"grid": 8, "every": 1} | {k: v for k, v in kw.items() if k in CIRParams.model_fields}
     return CLP(resnet_small(), TCLParams(**tcl), CIRParams(**cir_kw))
 
 
@@ -103,41 +103,97 @@ def test_ranking_is_zero_when_similarity_falls_with_distance():
     assert shuffled > 0.01
 
 
-def test_swap_and_cycle_vanish_for_a_perfect_encoder_decoder_pair():
-    """Toy images are [AU part | identity part]; the encoders read their part, the decoder writes both."""
+def _smooth(n=2, side=64, seed=0):
+    """Smooth random images (a blurred noise field): bilinear sampling between pixels stays faithful."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(n, 3, side // 8, side // 8, generator=g)
+    return F.interpolate(coarse, size=(side, side), mode="bicubic", align_corners=False)
+
+
+def test_zero_flow_is_the_identity_warp():
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(warp(x, torch.zeros(2, 2, 16, 16)), x)  # power-of-two side: exact
+    y = torch.randn(2, 3, 48, 48)
+    assert torch.allclose(warp(y, torch.zeros(2, 2, 48, 48)), y, atol=1e-5)
+    grid = identity_grid(1, 4, 4)
+    assert grid[0, 0, 0].tolist() == [-0.75, -0.75] and grid[0, 3, 2].tolist() == [0.25, 0.75]  # x, then y
+
+
+def test_a_known_shift_moves_the_image_and_is_recovered_by_gradient_descent():
+    x = _smooth()
+    shifted = torch.roll(x, shifts=(2, -3), dims=(2, 3))  # content 2 px down, 3 px left
+    # warp(x, φ)(p) = x(p + φ): to move content by (dx, dy) px, sample from p − (dx, dy); 2 units = 64 px
+    flow = torch.tensor([3.0, -2.0]).view(1, 2, 1, 1).expand(2, 2, 16, 16) * 2 / 64
+    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))  # where the roll wrapped nothing in
+    assert torch.allclose(warp(x, flow)[inner], shifted[inner], atol=1e-5)
+    # a constant flow fitted by L1 alone finds the shift
+    phi = torch.zeros(1, 2, 1, 1, requires_grad=True)
+    opt = torch.optim.Adam([phi], lr=0.01)
+    for _ in range(300):
+        loss = (warp(x, phi.expand(2, 2, 4, 4)) - shifted)[inner].abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert phi.detach().flatten() * 64 / 2 == pytest.approx(torch.tensor([3.0, -2.0]), abs=0.1)
+
+
+def test_flow_decoders_have_their_shapes_and_start_at_rest():
+    for grid in (4, 8, 16, 6):
+        w = FlowDecoder(5, grid, max_flow=0.25)
+        flow = w(torch.randn(3, 5), torch.randn(3, 5))
+        assert flow.shape == (3, 2, grid, grid) and torch.equal(flow, torch.zeros_like(flow))
+        with torch.no_grad():
+            w.out.bias.fill_(100.0)
+        assert w(torch.randn(3, 5), torch.randn(3, 5)).max().item() == pytest.approx(0.25)  # |φ| ≤ max_flow
+
+
+def test_untrained_cir_reconstructs_by_the_identity_warp_and_its_terms_by_hand():
     torch.manual_seed(0)
-    n, c = 4, 5
-    au, ident, ident_b = torch.randn(n, c), torch.randn(n, c), torch.randn(n, c)
+    cir = CIR(6, CIRParams(frames=2, grid=8, lambda_flow=0.1))
+    clips, other = _smooth(2 * 4, 32).view(2, 4, 3, 32, 32), _smooth(2, 32, seed=1)
+    a = torch.randn(8, 6)
+    codes = torch.randn(2, 6)
+    terms, total = cir(lambda img: codes.repeat_interleave(len(img) // 2, 0), clips, a, other)
+    # targets frames 0 and 3, sources half a clip away (2 and 1); nothing moves yet
+    expected_self = torch.cat([clips[:, 2] - clips[:, 0], clips[:, 1] - clips[:, 3]], 1).abs().mean()
+    assert terms["self"].item() == pytest.approx(expected_self.item(), rel=1e-5)
+    assert terms["cycle"].item() == 0 and terms["flow"].item() == 0
+    a_t = a.view(2, 4, 6)[:, [0, 3]].flatten(0, 1)
+    swap = (1 - F.cosine_similarity(codes.repeat_interleave(2, 0), a_t, dim=1)).mean()
+    assert terms["swap"].item() == pytest.approx(swap.item(), rel=1e-5)
+    assert total.item() == pytest.approx(terms["self"].item() + 0.5 * terms["swap"].item(), rel=1e-5)
 
-    def image(a, u):
-        return torch.cat([a, u], 1).view(n, 1, 1, 2 * c).expand(n, 3, 1, 2 * c).contiguous()
 
-    def encode_au(img):
-        return img[:, 0, 0, :c]
+def test_the_swap_as_a_contrastive_positive_by_hand():
+    # a swap whose code equals frame 1's: softmax over the clip's 3 frames with logits (0, 1, 0) / τ
+    z_clip = _unit([1, 0, 0], [0, 1, 0], [0, 0, 1])[None]
+    z_swap = _unit([0, 1, 0])
+    loss = swap_contrast(z_swap, z_clip, torch.tensor([1]), tau=1.0)
+    assert loss.item() == pytest.approx(-math.log(math.e / (math.e + 2)), abs=1e-6)
+    assert swap_contrast(z_swap, z_clip, torch.tensor([0]), tau=1.0) > loss + 0.9  # the wrong frame costs more
+    net = _clp(swap_loss="contrast")
+    x = torch.randn(2, 4, 3, 64, 64)
+    out = net(_batch(x, x, torch.tensor([0, 1]), torch.randn(2, 3, 64, 64)))
+    assert out["swap"].item() > 0 and all(k in out for k in ("self", "cycle", "flow"))
 
-    def encode_id(img):
-        return img[:, 0, 0, c:]
 
-    x = image(au, ident)
-    u_a, u_b = encode_id(x.clone()), encode_id(image(au * 0, ident_b))
-    out = cir_losses(encode_au, image, x, encode_au(x), u_a, u_b, encode_id)
-    assert out["self"].item() == pytest.approx(0, abs=1e-6)
-    assert out["swap"].item() == pytest.approx(0, abs=1e-6)
-    assert out["cycle"].item() == pytest.approx(0, abs=1e-6)
-    assert out["id"].item() == pytest.approx(0, abs=1e-6)
-
-    def lazy_decode(a, u):  # ignores u: reconstructs A perfectly, so self, swap and cycle are all blind to it
-        return image(a, ident)
-
-    lazy = cir_losses(encode_au, lazy_decode, x, encode_au(x), u_a, u_b, encode_id)
-    assert lazy["self"].item() == pytest.approx(0, abs=1e-6) and lazy["swap"].item() == pytest.approx(0, abs=1e-6)
-    assert lazy["id"] > 0.1  # only L_id sees that ỹ is not person B
-
-    def leaky_decode(a, u):  # a decoder that lets identity leak into the AU part breaks swap and cycle
-        return image(a + 0.5 * u, u)
-
-    bad = cir_losses(encode_au, leaky_decode, x, encode_au(x), u_a, u_b)
-    assert bad["swap"] > 0.01 and bad["cycle"] > 0.01
+def test_cir_trains_its_warp_to_move_pixels():
+    """A few steps of the self term on a clip whose frames are shifted copies: the AU flow leaves zero and the
+    reconstruction beats the unmoved source."""
+    torch.manual_seed(0)
+    base = _smooth(1, 32)
+    frames = torch.cat([torch.roll(base, k, dims=3) for k in (0, 0, 2, 2)]).view(1, 4, 3, 32, 32).repeat(4, 1, 1, 1, 1)
+    cir = CIR(4, CIRParams(frames=2, grid=8, lambda_swap=0, lambda_cycle=0, lambda_flow=0))
+    a = torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 1.0, 0, 0]]).repeat(4, 1)
+    opt = torch.optim.Adam(cir.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        terms, total = cir(lambda img: torch.zeros(len(img), 4), frames, a, frames[:, 0])
+        first = terms["self"].item() if first is None else first
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    assert terms["self"].item() < 0.5 * first, (first, terms["self"].item())
 
 
 def test_clp_forward_backward_and_queue():
@@ -146,7 +202,7 @@ def test_clp_forward_backward_and_queue():
     x = torch.randn(2, 4, 3, 64, 64)
     out = net(_batch(x, x + 0.01 * torch.randn_like(x), torch.tensor([0, 1]), torch.randn(2, 3, 64, 64)))
     out["loss"].backward()
-    assert all(k in out for k in ("nce", "rank", "self", "swap", "cycle"))
+    assert all(k in out for k in ("nce", "rank", "self", "swap", "cycle", "flow"))
     assert net.encoder.conv1.weight.grad is not None and net.key_encoder.conv1.weight.grad is None
     assert out["queue_fill"].item() == pytest.approx(8 / 12)
     assert set(net.queue.ids[:8].tolist()) == {0, 1}
@@ -158,16 +214,16 @@ def test_clp_forward_backward_and_queue():
 
 def test_cir_every_skips_cir_and_the_optimizer_leaves_its_networks_alone_in_between():
     torch.manual_seed(0)
-    net = _clp(every=2, lambda_id=0.5)
+    net = _clp(every=2)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.1)
     x = torch.randn(2, 4, 3, 64, 64)
     other = torch.randn(2, 3, 64, 64)
     first = net(_batch(x, x, torch.tensor([0, 1]), other))
-    assert "self" in first and "id" in first
+    assert "self" in first and "flow" in first
     first["loss"].backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
-    cir_nets = [*net.cir.decoder.parameters(), *net.cir.identity_encoder.parameters()]
+    cir_nets = list(net.cir.parameters())
     after_cir = [p.detach().clone() for p in cir_nets]
     encoder_before = [p.detach().clone() for p in net.encoder.parameters()]
     second = net(_batch(x, x, torch.tensor([2, 3]), other))
@@ -241,7 +297,7 @@ def test_a_training_step_never_reads_a_value_back_from_the_device(options):
     # On the meta device tensors have shapes but no values: any step that reads one back (int(), .item(), .any(),
     # boolean indexing) raises. On a GPU each such read would stall the queue of launched kernels every step.
     with torch.device("meta"):
-        net = _clp(every=2, lambda_id=0.5, **options)
+        net = _clp(every=2, **options)
         net._calls = 0  # the one read of the step counter, at the first step after construction or loading
         x, other, ids = torch.randn(2, 4, 3, 64, 64), torch.randn(2, 3, 64, 64), torch.tensor([0, 1])
         for _ in range(2):  # a step with CIR and one without

@@ -408,8 +408,8 @@ def test_the_same_encoder_is_written_as_the_same_bytes(tmp_path):
 CLP_READING = {"tcl": {"key_encoder": "momentum", "symmetric": True, "negatives": "same_person", "tau": 0.3,
                        "m_max": 0.7, "delta_scale": 2.0, "rank_margin": 0.2, "rank_weight": 2.0, "margin_by": "motion",
                        "motion_scale": 0.1, "dim": 32, "queue_size": 128},
-               "cir": {"lambda_self": 3.0, "lambda_swap": 2.0, "lambda_cycle": 2.0, "lambda_id": 1.0,
-                       "decoder_size": 16, "frames": 4, "every": 1},
+               "cir": {"lambda_self": 3.0, "lambda_swap": 2.0, "lambda_cycle": 2.0, "lambda_flow": 1.0,
+                       "swap_loss": "contrast", "grid": 8, "pose_grid": 2, "max_flow": 0.5, "frames": 4, "every": 1},
                "frame_stride": 2, "frame_jitter": 0.1}
 
 

@@ -1,29 +1,31 @@
-"""Swap fidelity: does CIR put one person's facial action on another person's face? (issue 33 §1)
+"""Swap fidelity: does CIR put one person's facial action on another person's face? (issues 33 and 41)
 
-Cross-identity reconstruction (cir.py) decodes ỹ = D(a_A, u_B): "person B making the facial action of A's frame".
-No real dataset holds that image; the synthetic benchmark can render it exactly:
+Cross-identity reconstruction (methods/cir.py) warps a frame y of person B by the AU displacement decoded from the
+codes of y and of A's frame x_A: ỹ = warp(y, W_au(a(y), a(x_A))), "person B making the facial action of A's frame"
+in B's own pose. No real dataset holds that image; the synthetic benchmark can render it exactly:
 
-    ỹ* = render(identity of B, AU intensities of A's frame, head pose of A's frame), aligned as `extract` aligns
+    ỹ* = render(identity of B, AU intensities of A's frame, head pose of B's frame), aligned as `extract` aligns
          (dlib detection, 68 landmarks, the eye-centre similarity onto the crop template)
 
-For pairs (x_A: a labelled frame of A, y_B: the frame of another person B with the least facial action), with
-a = g∘f (the AU code) and u = e (the identity code), three images at the decoder's resolution are compared with ỹ*:
+For pairs (x_A: a labelled frame of A with some action, y: the frame of another person B with the least), the swap
+is compared with ỹ* at the warp's resolution (the encoder's input size), beside the two references that tell a
+decoder that moved the right pixels from one that did not:
 
-    swap       ỹ       = D(a(x_A), u(y_B))
-    ref_self   ỹ_self  = D(a(x_A), u(x_A))    what a decoder that ignores u makes: A's own frame
-    ref_rest   ỹ_rest  = D(a(y_B), u(y_B))    what a decoder that ignores a makes: B's resting face
+    y      B's frame itself: what a decoder that moves nothing gives
+    x_A    A's frame: what a decoder that ignored B would have to paint
 
-by L1 (pixels in [0, 1]) and SSIM (luma). The decoder uses both codes when ỹ is closer to ỹ* than both references.
-Whether the AU code carries A's action into ỹ: a ridge read-out of the renderer's 20 AU intensities from a(x),
-fitted on the frames of the training subjects (its penalty chosen by leaving one training fold out), scored by R² on a(x_A) and on a(ỹ) (ỹ brought back to the encoder's
-input size) of the held-out pairs; the same from the encoder's features f (what evaluation probes).
+by L1 (pixels in [0, 1]) and SSIM (luma). The warp does its job on a pair when ỹ is closer to ỹ* than both. The
+self term likewise: for two frames s, t of one video (as far apart as training pairs them), is warp(x_s, φ_st)
+closer to x_t than x_s itself? Whether the swap carries A's action: a ridge read-out of the renderer's 20 AU
+intensities from a(x), fitted on the frames of the training subjects (its penalty chosen by leaving one training
+fold out), scored by R² on a(x_A) and on a(ỹ) of the held-out pairs; the same from the encoder's features f (what
+evaluation probes).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from clpau.data.augment import MEAN, STD, augment_view
@@ -54,12 +56,6 @@ def to_pixels(x: torch.Tensor) -> np.ndarray:
     return (x.detach().float() * STD + MEAN).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def at_side(crops: np.ndarray, side: int) -> np.ndarray:
-    """(N, S, S, 3) uint8 crops -> (N, side, side, 3) float in [0, 1], area-averaged (as CIR's targets are)."""
-    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255
-    return F.interpolate(x, size=(side, side), mode="area").permute(0, 2, 3, 1).numpy()
-
-
 def compare(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
     """Per image L1 and SSIM of pred against truth, both (N, H, W, 3) in [0, 1]."""
     return {"l1": np.abs(pred - truth).mean(axis=(1, 2, 3)),
@@ -67,19 +63,25 @@ def compare(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def swaps(model, x_a: torch.Tensor, y_b: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The swap and the two references (module docstring) for normalised inputs x_a, y_b (N, 3, s, s) of a CLP model
-    with CIR's networks (`model.cir`); and for the read-out, the AU codes a = g(f(·)) and the encoder's features
-    f(·) — what evaluation probes — of x_A and of ỹ."""
+def swaps(model, x_a: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The swap ỹ and its flow (module docstring) for normalised inputs x_a, y (N, 3, S, S) of a model with CIR's
+    networks (`model.cir`); and for the read-out, the AU codes a = g(f(·)) and the encoder's features f(·) — what
+    evaluation probes — of x_A and of ỹ."""
     model.eval()
-    f_x, f_y = model.encoder(x_a), model.encoder(y_b)
+    f_x, f_y = model.encoder(x_a), model.encoder(y)
     a_x, a_y = model.projector(f_x), model.projector(f_y)
-    u_x, u_y = model.cir.identity_encoder(x_a), model.cir.identity_encoder(y_b)
-    decode = model.cir.decoder
-    swap = decode(a_x, u_y)
-    f_swap = model.encoder(F.interpolate(swap, size=x_a.shape[-2:], mode="bilinear", align_corners=False))
-    return {"swap": swap, "ref_self": decode(a_x, u_x), "ref_rest": decode(a_y, u_y), "a_x": a_x,
-            "a_swap": model.projector(f_swap), "f_x": f_x, "f_swap": f_swap}
+    swap, flow = model.cir.swap(y, a_y, a_x)
+    f_swap = model.encoder(swap)
+    return {"swap": swap, "flow": flow, "a_x": a_x, "a_swap": model.projector(f_swap), "f_x": f_x,
+            "f_swap": f_swap}
+
+
+@torch.no_grad()
+def self_warps(model, x_s: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+    """warp(x_s, φ_st): frame s moved to look like frame t of the same video (normalised inputs (N, 3, S, S))."""
+    model.eval()
+    a_s, a_t = model.projector(model.encoder(x_s)), model.projector(model.encoder(x_t))
+    return model.cir.reconstruct(x_s, x_t, a_s, a_t)[0]
 
 
 def ridge_fit(z: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,24 +1,37 @@
-"""CIR — cross-identity reconstruction, CLP's second half (Li & Shan, IEEE TIP 32 (2023); our reading, DESIGN.md
-§2; docs/method.md): the AU code must carry a frame's facial action so that it can be put on another person's face.
+"""CIR — cross-identity reconstruction, CLP's second half (Li & Shan, IEEE TIP 32 (2023); our reading, docs/method.md):
+the AU code must carry a frame's facial action so that it can be put on another person's face.
 
-Networks: e, the identity encoder, on another frame of the same clip -> u (what is constant in the clip: who,
-lighting); D(a, u), the decoder, -> an image at reduced resolution (`decoder_size`). With the AU code a_t = g(f(x_t))
-of frame t, u_A = e(x_s) from another frame s of the same clip and u_B = e(y) from a frame y of another identity B:
+A facial action is skin moving, so CIR does not paint pixels from a code: it decodes *where pixels move* and warps
+a real frame (FAb-Net, Wiles et al., BMVC 2018; TCAE, Li et al., CVPR 2019; FaceCycle, Chang et al., CVPR 2021).
+Identity stays in the pixels by construction — the warped image is the source's own skin and background — and the
+encoder must put the action into the AU code a = g(f(x)), because a is all the AU decoder has to say where
+things move.
 
-    L_self = |D(a_t, u_A) − x_t|_1              a_t must carry the frame's facial action
-    ỹ = D(a_t, u_B)                             "B making A's facial action"
-    L_swap = 1 − cos(g(f(ỹ)), sg(a_t))          the same action in another person -> the same AU code
-    L_cyc  = |D(g(f(ỹ)), u_A) − x_t|_1          and back to A
-    L_id   = 1 − cos(e*(ỹ), sg(u_B))            and ỹ must really be B (e* = e with its weights held fixed)
-    L_CIR = λ_self L_self + λ_swap L_swap + λ_cyc L_cyc + λ_id L_id
+Networks: W_au(a_src, a_tgt) -> an AU displacement field on a `grid` x `grid` lattice; P, a small pose encoder, ->
+a pose code p, and W_pose(p_src, p_tgt) -> a pose displacement on a `pose_grid` lattice (TCAE's split of head pose
+from facial action: a coarse lattice can move the whole face but not a lip corner). Both are bilinearly upsampled
+to the encoder's input size S and added; warp(x, φ)(p) = x(p + φ(p)) by `grid_sample`, zero flow the exact identity.
+For a clip of person A, frames s and t of it (half a clip apart, so the action differs) and a frame y of another
+person B:
 
-(sg = stop-gradient; images compared at the decoder's resolution). Without L_id the decoder may ignore u and let
-ỹ ≈ x_t, and then L_swap and L_cyc hold for any encoder (measured: swap 0.04 while self ≈ cycle ≈ 0.41); with it,
-a(ỹ) = a_t asks the AU code of *another person* making the action to be the same.
+    φ_st = W_au(a_s, a_t) + W_pose(p_s, p_t)
+    L_self = |warp(x_s, φ_st) − x_t|_1                 a must carry what moved between s and t
+    ỹ = warp(y, W_au(a(y), a_t))                        "B making the facial action of A's frame t", in B's pose
+    L_swap = 1 − cos(a(ỹ), sg(a_t))                     (`swap_loss: cosine`) the same action -> the same code, or
+    L_swap = −log softmax_t'(z(ỹ)·z_t' / τ)[t]          (`contrast`) ỹ a positive of A's frame t against the clip's
+                                                         other frames t' (z = a / |a|)
+    L_cyc = |warp(ỹ, W_au(a(ỹ), a(y))) − y|_1           and back to B
+    L_flow = mean |W_au(·)|                             the AU motion is sparse (TCAE's L1): global motion goes to
+                                                         the pose branch, which the swap leaves out
+    L_CIR = λ_self L_self + λ_swap L_swap + λ_cyc L_cyc + λ_flow L_flow
 
-Defaults (ours; the paper's are unknown): λ = (1, 0.5, 0.5, 0) (no gain measured from L_id), decoder at 32 px,
-identity code of 64, CIR on 2 frames per clip (`frames`). On this CPU a step with CIR takes 1.45x a TCL step with
-one frame per clip, 1.75x with two; `clp.CLP` runs it every `every`-th step. Params: `pretrain.cir`.
+(sg = stop-gradient; images compared at the encoder's input size, normalised as it sees them; flows in
+`grid_sample`'s units, 2 = the image side). The last layers of W_au and W_pose start at zero: the first warps are
+the identity, and what moves is learned.
+
+Defaults (ours; the paper's are unknown): λ = (1, 0.5, 0.5, 0.1), grid 16, pose grid 4, pose code 8, flow at most
+0.25 of the side, CIR on 2 target frames a clip on every 2nd step. Params: `pretrain.cir`. The pixel decoder
+D(a, u) this replaced could not put one person's action on another's face (docs/results.md, "Swap fidelity").
 
 `CIROnly` (`pretrain.method: cir`) is the ablation: CIR alone on f and g, every step, no temporal contrast.
 """
@@ -26,6 +39,7 @@ one frame per clip, 1.75x with two; `clp.CLP` runs it every `every`-th step. Par
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,123 +52,152 @@ from clpau.methods.heads import Projector
 
 
 class CIRParams(_Section):
-    """`pretrain.cir`: cross-identity reconstruction (clp's second half, and the `cir` ablation)."""
-    every: int = Field(16, ge=1, description="clp: CIR on every n-th step only (2 frames every 16th step: the frames "
-                                             "of 1 every 8th, for less overhead; the `cir` ablation runs it every step)")
-    frames: int = Field(2, ge=1, description="frames per clip that CIR reconstructs and swaps")
+    """`pretrain.cir`: cross-identity reconstruction with a warp decoder (clp's second half, and the `cir` ablation)."""
+    every: int = Field(2, ge=1, description="clp: CIR on every n-th step only (the `cir` ablation runs it every step)")
+    frames: int = Field(2, ge=1, description="target frames per clip that CIR reconstructs and swaps")
     lambda_self: float = Field(1.0, ge=0)
     lambda_swap: float = Field(0.5, ge=0)
     lambda_cycle: float = Field(0.5, ge=0)
-    lambda_id: float = Field(0.0, ge=0, description="> 0: the swapped image must carry the other identity (no F1 "
-                                                    "gain measured)")
-    decoder_size: int = Field(32, ge=8, description="side of the decoder's images (a power of two)")
-    id_dim: int = Field(64, ge=8, description="size of the identity code u")
+    lambda_flow: float = Field(0.1, ge=0, description="L1 on the AU displacement (sparse facial motion)")
+    swap_loss: Literal["cosine", "contrast"] = Field(
+        "cosine", description="how the swap's AU code is tied to A's frame: a cosine pull to it, or a contrastive "
+                              "positive of it against the clip's other frames")
+    tau: float = Field(0.1, gt=0, description="swap_loss contrast: temperature")
+    grid: int = Field(16, ge=2, description="side of the lattice the AU displacement is predicted on")
+    pose_grid: int = Field(4, ge=1, description="side of the pose displacement's lattice (coarse: it moves the "
+                                                     "whole face, not a lip corner)")
+    pose_dim: int = Field(8, ge=1, description="size of the pose code")
+    max_flow: float = Field(0.25, gt=0, le=2, description="largest displacement, in grid_sample units (2 = the side)")
     dim: int = Field(128, ge=8, description="size of the AU code when CIR trains alone (`cir`); clp's AU code is "
                                             "TCL's (tcl.dim)")
 
     @property
     def lambdas(self) -> tuple[float, float, float, float]:
-        return self.lambda_self, self.lambda_swap, self.lambda_cycle, self.lambda_id
+        return self.lambda_self, self.lambda_swap, self.lambda_cycle, self.lambda_flow
 
 
-def cir_losses(encode_au: Callable, decode: Callable, x: torch.Tensor, a: torch.Tensor, u_a: torch.Tensor,
-               u_b: torch.Tensor, encode_id: Callable | None = None) -> dict:
-    """Cross-identity reconstruction terms (module docstring) for frames x (N, 3, H, W) with AU codes a (N, c),
-    the identity code u_a = e(another frame of the same clip) and u_b = e(a frame of another person), (N, c_id).
-    `encode_au` maps images to AU codes (g∘f), `decode` (a, u) to images, `encode_id` images to identity codes with
-    e's weights held fixed (no L_id when None)."""
-    recon = decode(a, u_a)
-    target = F.interpolate(x, size=recon.shape[-2:], mode="area") if recon.shape[-2:] != x.shape[-2:] else x
-    self_rec = (recon - target).abs().mean()
-    swapped = decode(a, u_b)
-    a_swapped = encode_au(_to_input(swapped, x))
-    swap = (1 - F.cosine_similarity(a_swapped, a.detach(), dim=1)).mean()
-    cycle = (decode(a_swapped, u_a) - target).abs().mean()
-    out = {"self": self_rec, "swap": swap, "cycle": cycle}
-    if encode_id is not None:
-        out["id"] = (1 - F.cosine_similarity(encode_id(swapped), u_b.detach(), dim=1)).mean()
-    return out
+def identity_grid(n: int, h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(n, h, w, 2): the sampling grid of `grid_sample(align_corners=False)` that returns the image itself — the
+    centre of pixel j at (2j + 1) / side − 1 (exact in binary for power-of-two sides)."""
+    ys = (2 * torch.arange(h, device=device, dtype=dtype) + 1) / h - 1
+    xs = (2 * torch.arange(w, device=device, dtype=dtype) + 1) / w - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], -1).expand(n, h, w, 2)
 
 
-def _to_input(img: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Decoder output back at the encoder's input size."""
-    if img.shape[-2:] == like.shape[-2:]:
-        return img
-    return F.interpolate(img, size=like.shape[-2:], mode="bilinear", align_corners=False)
+def warp(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """warp(x, φ)(p) = x(p + φ(p)): img (N, C, H, W), flow (N, 2, h, w) in grid_sample units (x then y; 2 = the
+    side), upsampled bilinearly to (H, W) when coarser. Borders repeat the edge pixel."""
+    n, _, h, w = img.shape
+    if flow.shape[-2:] != (h, w):
+        flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
+    grid = identity_grid(n, h, w, img.device, img.dtype) + flow.permute(0, 2, 3, 1).to(img.dtype)
+    return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-class IdentityEncoder(nn.Sequential):
-    """e: a small CNN on a half-resolution image; what stays constant within a clip (who, lighting) needs no fine
-    detail, and the pooling keeps it cheap next to the backbone."""
+class FlowDecoder(nn.Module):
+    """W(c_src, c_tgt) -> (N, 2, grid, grid) displacement, |φ| < max_flow (tanh); the last layer starts at zero,
+    so an untrained decoder warps nothing."""
 
-    def __init__(self, dim: int = 64):
+    def __init__(self, code_dim: int, grid: int, max_flow: float, width: int = 64):
+        super().__init__()
+        self.max_flow = max_flow
+        start = min(grid, 4)
+        self.start = start
+        self.fc = nn.Sequential(nn.Linear(2 * code_dim, width * start * start), nn.ReLU(inplace=True))
+        ups, ch, side = [], width, start
+        while side < grid:
+            ups += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                    nn.Conv2d(ch, max(ch // 2, 16), 3, 1, 1), nn.ReLU(inplace=True)]
+            ch, side = max(ch // 2, 16), side * 2
+        self.out = nn.Conv2d(ch, 2, 3, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.up = nn.Sequential(*ups)
+        self.width, self.grid = width, grid
+
+    def forward(self, c_src: torch.Tensor, c_tgt: torch.Tensor) -> torch.Tensor:
+        x = self.fc(torch.cat([c_src, c_tgt], 1)).view(-1, self.width, self.start, self.start)
+        flow = self.max_flow * torch.tanh(self.out(self.up(x)))
+        if flow.shape[-1] != self.grid:  # a grid that is not start · 2^k
+            flow = F.interpolate(flow, size=(self.grid, self.grid), mode="bilinear", align_corners=False)
+        return flow
+
+
+class PoseEncoder(nn.Sequential):
+    """P: a small CNN on a half-resolution image -> the pose code; head pose needs no fine detail."""
+
+    def __init__(self, dim: int = 8):
         def block(i, o):
             return [nn.Conv2d(i, o, 3, 2, 1), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
-        super().__init__(nn.AvgPool2d(2), *block(3, 32), *block(32, 64), *block(64, 128), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(128, dim))
+        super().__init__(nn.AvgPool2d(2), *block(3, 16), *block(16, 32), *block(32, 64), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(64, dim))
 
 
-class Decoder(nn.Module):
-    """D(a, u) -> image of side `size` (a power of two ≥ 8), values in the input's normalised range."""
-
-    def __init__(self, au_dim: int, id_dim: int, size: int = 32):
-        super().__init__()
-        self.fc = nn.Linear(au_dim + id_dim, 128 * 4 * 4)
-        ups = []
-        ch = 128
-        side = 4
-        while side < size:
-            ups += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, max(ch // 2, 16), 3, 1, 1),
-                    nn.BatchNorm2d(max(ch // 2, 16)), nn.ReLU(inplace=True)]
-            ch = max(ch // 2, 16)
-            side *= 2
-        self.up = nn.Sequential(*ups, nn.Conv2d(ch, 3, 3, 1, 1))
-
-    def forward(self, a: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return self.up(self.fc(torch.cat([a, u], 1)).view(-1, 128, 4, 4))
+def swap_contrast(z_swap: torch.Tensor, z_clip: torch.Tensor, target: torch.Tensor, tau: float) -> torch.Tensor:
+    """−log softmax over the clip's frames of the swap's similarity, at A's frame t: z_swap (N, d) with the clip
+    (N, T, d) it came from, target (N,) the frame index t; all L2-normalised."""
+    logits = torch.einsum("nd,ntd->nt", z_swap, z_clip) / tau
+    return F.cross_entropy(logits, target)
 
 
 class CIR(nn.Module):
-    """The identity encoder e and the decoder D, and one CIR step on some frames of each clip (module docstring)."""
+    """The warp decoders and the pose encoder, and one CIR step on some frames of each clip (module docstring)."""
 
-    def __init__(self, au_dim: int, *, id_dim: int = 64, decoder_size: int = 32, frames: int = 2,
-                 lambdas: tuple[float, ...] = (1, .5, .5, 0)):
+    def __init__(self, au_dim: int, p: CIRParams | None = None):
         super().__init__()
-        self.identity_encoder = IdentityEncoder(id_dim)
-        self.decoder = Decoder(au_dim, id_dim, decoder_size)
-        self.frames, self.lambdas = frames, lambdas
+        p = p or CIRParams()
+        self.au_flow = FlowDecoder(au_dim, p.grid, p.max_flow)
+        self.pose_encoder = PoseEncoder(p.pose_dim)
+        self.pose_flow = FlowDecoder(p.pose_dim, p.pose_grid, p.max_flow, width=32)
+        self.frames, self.lambdas, self.swap_loss, self.tau = p.frames, p.lambdas, p.swap_loss, p.tau
 
-    def frozen_identity(self, x: torch.Tensor) -> torch.Tensor:
-        """e(x) with e's weights (and batch statistics) held fixed: L_id trains the decoder, not e — an identity
-        encoder free to change could satisfy it by mapping everything to one code."""
-        e = self.identity_encoder
-        params = {k: v.detach() for k, v in e.named_parameters()}
-        buffers = dict(e.named_buffers())
-        was_training = e.training
-        e.eval()
-        try:
-            return torch.func.functional_call(e, {**params, **buffers}, (x,))
-        finally:
-            e.train(was_training)
+    def reconstruct(self, x_s: torch.Tensor, x_t: torch.Tensor, a_s: torch.Tensor, a_t: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """warp(x_s, φ_st) (the self term's image, ≈ x_t) and the AU part of φ_st."""
+        p = self.pose_encoder(torch.cat([x_s, x_t]))
+        au = self.au_flow(a_s, a_t)
+        pose = self.pose_flow(*p.chunk(2))
+        pose = F.interpolate(pose, size=au.shape[-2:], mode="bilinear", align_corners=False)
+        return warp(x_s, au + pose), au
+
+    def swap(self, y: torch.Tensor, a_y: torch.Tensor, a_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ỹ = warp(y, W_au(a(y), a_t)): y's person with the action of the frame coded a_t, in y's own pose; and
+        its flow."""
+        flow = self.au_flow(a_y, a_t)
+        return warp(y, flow), flow
 
     def forward(self, encode_au: Callable, clips: torch.Tensor, a: torch.Tensor, other_identity: torch.Tensor
                 ) -> tuple[dict, torch.Tensor]:
-        """clips (B, T, 3, H, W) and their AU codes a (B·T, c); other_identity (B, 3, H, W), one frame of another
+        """clips (B, T, 3, S, S) and their AU codes a (B·T, c); other_identity (B, 3, S, S), one frame of another
         person per clip; `encode_au` = g∘f. Returns the terms and L_CIR."""
         b, t = clips.shape[:2]
-        # CIR on `frames` frames per clip: each frame already gives the full signal, and re-encoding every swapped
-        # frame would cost another backbone pass over the whole batch.
+        # `frames` target frames per clip, evenly spaced from frame 0, each warped from the frame half a clip away:
+        # each pair gives the full signal, and re-encoding every swapped frame would cost a backbone pass per frame
         n = min(self.frames, t)
-        pick = torch.linspace(0, t - 1, n, device=clips.device).round().long()  # from frame 0, evenly spaced
-        x = clips[:, pick].flatten(0, 1)
-        a_sel = a.view(b, t, -1)[:, pick].flatten(0, 1)
-        # one identity code per clip (it is what the clip's frames share), from the frame half a clip after the
-        # first picked one (frame 0), and one per other person: one identity-encoder pass over 2·B frames
-        u_a, u_b = self.identity_encoder(torch.cat([clips[:, t // 2], other_identity])
-                                         ).repeat_interleave(n, 0).view(2, b * n, -1)
-        ls, lw, lc, li = self.lambdas
-        terms = cir_losses(encode_au, self.decoder, x, a_sel, u_a, u_b, self.frozen_identity if li > 0 else None)
-        return terms, ls * terms["self"] + lw * terms["swap"] + lc * terms["cycle"] + li * terms.get("id", 0.0)
+        tgt = torch.linspace(0, t - 1, n, device=clips.device).round().long()
+        src = (tgt + t // 2) % t
+        codes = a.view(b, t, -1)
+        x_s, x_t = clips[:, src].flatten(0, 1), clips[:, tgt].flatten(0, 1)
+        a_s, a_t = codes[:, src].flatten(0, 1), codes[:, tgt].flatten(0, 1)
+        recon, flow_self = self.reconstruct(x_s, x_t, a_s, a_t)
+        self_rec = (recon - x_t).abs().mean()
+
+        a_y = encode_au(other_identity)  # (B, c): one backbone pass over B frames
+        y, a_y_rep = other_identity.repeat_interleave(n, 0), a_y.repeat_interleave(n, 0)
+        swapped, flow_swap = self.swap(y, a_y_rep, a_t)
+        a_swapped = encode_au(swapped)  # and one over the B·n swaps
+        if self.swap_loss == "cosine":
+            swap = (1 - F.cosine_similarity(a_swapped, a_t.detach(), dim=1)).mean()
+        else:
+            z_clip = F.normalize(codes, dim=-1).repeat_interleave(n, 0)  # (B·n, T, c): the swap's own clip
+            swap = swap_contrast(F.normalize(a_swapped, dim=1), z_clip, tgt.repeat(b), self.tau)
+        back, _ = self.swap(swapped, a_swapped, a_y_rep)
+        cycle = (back - y).abs().mean()
+        flow = (flow_self.abs().mean() + flow_swap.abs().mean()) / 2
+        terms = {"self": self_rec, "swap": swap, "cycle": cycle, "flow": flow}
+        ls, lw, lc, lf = self.lambdas
+        return terms, ls * self_rec + lw * swap + lc * cycle + lf * flow
 
 
 class CIROnly(Method):
@@ -169,7 +212,7 @@ class CIROnly(Method):
         p = cir or CIRParams()
         self.encoder = backbone
         self.projector = Projector(backbone.out_dim, 2 * p.dim, p.dim)
-        self.cir = CIR(p.dim, id_dim=p.id_dim, decoder_size=p.decoder_size, frames=p.frames, lambdas=p.lambdas)
+        self.cir = CIR(p.dim, p)
 
     def au_code(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.encoder(x))

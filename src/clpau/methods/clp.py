@@ -9,12 +9,12 @@ Networks
     f   backbone (ResNet) -> pooled feature h; h is the representation evaluated downstream
     g   AU projector (MLP): a = g(h) is the AU code, z = a / |a| the contrastive embedding
     the keys: the online networks (default) or momentum copies f', g' with a queue (tcl.py)
-    e, D    CIR's identity encoder and decoder (cir.py)
+    W_au, P, W_pose   CIR's AU warp decoder, pose encoder and pose warp decoder (cir.py)
 
     L = L_TCL(z, k) + L_CIR(a)      (L_CIR on every `cir.every`-th step; params pretrain.tcl and pretrain.cir)
 
-Defaults (our choice; the paper's are unknown): those of TCL and CIR (tcl.py, cir.py); CIR every 16th step on 2
-frames per clip.
+Defaults (our choice; the paper's are unknown): those of TCL and CIR (tcl.py, cir.py); CIR on every 2nd step on 2
+target frames a clip.
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ class CLP(TCL):
     def __init__(self, backbone: nn.Module, tcl: TCLParams | None = None, cir: CIRParams | None = None):
         tcl, cir = tcl or TCLParams(), cir or CIRParams()
         super().__init__(backbone, tcl)
-        self.cir = CIR(tcl.dim, id_dim=cir.id_dim, decoder_size=cir.decoder_size, frames=cir.frames,
-                       lambdas=cir.lambdas)
+        self.cir = CIR(tcl.dim, cir)
         self.cir_every = cir.every
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # steps taken, for `cir_every`
         # a host copy of `steps` (reading the buffer every step would wait for the device), read again after a

@@ -18,7 +18,7 @@ from clpau.train.fingerprint import fingerprint
 from clpau.train.params import PretrainParams
 from clpau.train.sampling import batches_per_epoch, epoch_loader
 
-LOGGED_TERMS = ("loss", "nce", "rank", "self", "swap", "cycle", "id", "queue_fill")
+LOGGED_TERMS = ("loss", "nce", "rank", "self", "swap", "cycle", "flow", "queue_fill")
 
 
 def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
