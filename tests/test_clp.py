@@ -149,7 +149,7 @@ def test_flow_decoders_have_their_shapes_and_start_at_rest():
 
 def test_untrained_cir_reconstructs_by_the_identity_warp_and_its_terms_by_hand():
     torch.manual_seed(0)
-    cir = CIR(6, CIRParams(frames=2, grid=8, lambda_flow=0.1))
+    cir = CIR(6, CIRParams(frames=2, grid=8, lambda_flow=0.1, lambda_cycle=0.5))
     clips, other = _smooth(2 * 4, 32).view(2, 4, 3, 32, 32), _smooth(2, 32, seed=1)
     a = torch.randn(8, 6)
     codes = torch.randn(2, 6)
