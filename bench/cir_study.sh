@@ -28,6 +28,7 @@ declare -A SETTING=(
   [clp]="$CLP"
   [clp-contrast]="$CLP -S pretrain.cir.swap_loss=contrast"
   [clp-every1]="$CLP -S pretrain.cir.every=1"
+  [clp-enc]="$CLP -S pretrain.cir.swap_trains=encoder"
 )
 SETTINGS=${SETTINGS:-tcl clp clp-contrast}
 for name in $SETTINGS; do

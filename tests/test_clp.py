@@ -375,3 +375,16 @@ def test_the_gradient_free_bf16_max_pool_equals_torchs(shape, layout):
         pooled = max_pool_3x3_s2(x)
     assert torch.equal(pooled, F.max_pool2d(x, 3, 2, 1))
     assert pooled.is_contiguous(memory_format=layout) or min(pooled.shape[-2:]) == 1
+
+
+@pytest.mark.parametrize("trains", ["both", "encoder"])
+def test_the_swap_trains_the_warp_decoder_only_when_told(trains):
+    torch.manual_seed(0)
+    cir = CIR(6, CIRParams(frames=2, grid=8, lambda_self=0, lambda_cycle=0, lambda_flow=0, swap_trains=trains))
+    clips, other = _smooth(2 * 4, 32).view(2, 4, 3, 32, 32), _smooth(2, 32, seed=1)
+    encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 6))
+    _, total = cir(encoder, clips, torch.randn(8, 6), other)
+    total.backward()
+    moved = cir.au_flow.out.weight.grad
+    assert encoder[1].weight.grad.abs().sum() > 0  # the encoder learns from the swap either way
+    assert (moved is not None and moved.abs().sum() > 0) == (trains == "both")

@@ -23,6 +23,10 @@ person B:
     L_cyc = |warp(sg(ỹ), W_au(a(ỹ), a(y))) − y|_1       and back to B (ỹ's pixels held: else no motion is cheapest)
     L_flow = mean |W_au(·)|                             the AU motion is sparse (TCAE's L1): global motion goes to
                                                          the pose branch, which the swap leaves out
+
+With `swap_trains: encoder`, ỹ is held fixed in L_swap (sg(ỹ)): W_au learns motion from L_self alone, and L_swap
+asks the encoder to code the transplanted motion as A's action. With `both`, L_swap also trains W_au, which can
+then find warps that move the code rather than the face (measured: docs/results.md).
     L_CIR = λ_self L_self + λ_swap L_swap + λ_cyc L_cyc + λ_flow L_flow
 
 (sg = stop-gradient; images compared at the encoder's input size, normalised as it sees them; flows in
@@ -66,6 +70,10 @@ class CIRParams(_Section):
         "cosine", description="how the swap's AU code is tied to A's frame: a cosine pull to it, or a contrastive "
                               "positive of it against the clip's other frames")
     tau: float = Field(0.1, gt=0, description="swap_loss contrast: temperature")
+    swap_trains: Literal["both", "encoder"] = Field(
+        "both", description="what the swap's term trains: the encoder and the warp decoder, or the encoder alone "
+                            "(ỹ held fixed: the decoder learns motion from the self term only, and the swap cannot "
+                            "become a distortion that merely moves the code)")
     grid: int = Field(16, ge=2, description="side of the lattice the AU displacement is predicted on")
     pose_grid: int = Field(4, ge=1, description="side of the pose displacement's lattice (coarse: it moves the "
                                                      "whole face, not a lip corner)")
@@ -160,6 +168,7 @@ class CIR(nn.Module):
         self.pose_encoder = PoseEncoder(p.pose_dim)
         self.pose_flow = FlowDecoder(p.pose_dim, p.pose_grid, p.max_flow, width=32)
         self.frames, self.lambdas, self.swap_loss, self.tau = p.frames, p.lambdas, p.swap_loss, p.tau
+        self.swap_trains_decoder = p.swap_trains == "both"
 
     def reconstruct(self, x_s: torch.Tensor, x_t: torch.Tensor, a_s: torch.Tensor, a_t: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,6 +204,8 @@ class CIR(nn.Module):
         a_y = encode_au(other_identity)  # (B, c): one backbone pass over B frames
         y, a_y_rep = other_identity.repeat_interleave(n, 0), a_y.repeat_interleave(n, 0)
         swapped, flow_swap = self.swap(y, a_y_rep, a_t)
+        if not self.swap_trains_decoder:
+            swapped = swapped.detach()
         a_swapped = encode_au(swapped)  # and one over the B·n swaps
         if self.swap_loss == "cosine":
             swap = (1 - F.cosine_similarity(a_swapped, a_t.detach(), dim=1)).mean()
