@@ -29,6 +29,8 @@ declare -A SETTING=(
   [clp-contrast]="$CLP -S pretrain.cir.swap_loss=contrast"
   [clp-every1]="$CLP -S pretrain.cir.every=1"
   [clp-enc]="$CLP -S pretrain.cir.swap_trains=encoder"
+  [clp-motion]="$CLP -S pretrain.cir.swap_flow=motion"
+  [clp-motion-enc]="$CLP -S pretrain.cir.swap_flow=motion -S pretrain.cir.swap_trains=encoder"
 )
 SETTINGS=${SETTINGS:-tcl clp clp-contrast}
 for name in $SETTINGS; do

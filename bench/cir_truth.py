@@ -6,7 +6,8 @@
 The model is rebuilt from --params' `pretrain` section and loaded from the Fabric checkpoint (which, unlike
 encoder.pt, holds CIR's warp decoders). Pairs: a labelled frame x_A with some facial action (AU intensities summing
 to ≥ 1) of a subject of the first fold, and another subject B's frame with the least action (y); ỹ* renders B with
-A's AU intensities in B's head pose, aligned as `extract` aligns. The self term: frames s, t of a first-fold video
+A's AU intensities in B's head pose, aligned as `extract` aligns (for `swap_flow: motion`, B's own intensities
+plus A's motion from A's resting frame x_ref to x_A). The self term: frames s, t of a first-fold video
 as far apart as training pairs them (half a clip). The AU read-out is fitted on the frames of the other folds'
 subjects. Writes summary.json, pairs.png (A, B, swap, truth, the AU flow) and a markdown table on stdout.
 """
@@ -69,6 +70,7 @@ def main() -> None:
     test = np.isin(labelled.subject, folds[0])
     rest = {s: np.flatnonzero(labelled.subject == s)[np.argmin(au[labelled.subject == s].sum(1))]
             for s in np.unique(labelled.subject)}  # each subject's frame with the least action
+    motion = model.cir.motion
     rng = np.random.default_rng(args.seed)
     candidates = np.flatnonzero(test & (au.sum(1) >= 1.0))
     faces, template, mesh = FaceModels(), Template.from_params(params.extract), mesh_model(synth)
@@ -80,14 +82,17 @@ def main() -> None:
         others = [s for s in rest if s != labelled.subject[i]]
         j = rest[others[rng.integers(len(others))]]
         tried += 1
-        y = render_truth(mesh, seed_of[labelled.video[j]], au[i], pose[j], synth.size, faces, template)
+        # motion: B's own action plus A's motion from its resting frame (the renderer's range: 0-2)
+        action = np.clip(au[j] + au[i] - au[rest[labelled.subject[i]]], 0, 2) if motion else au[i]
+        y = render_truth(mesh, seed_of[labelled.video[j]], action, pose[j], synth.size, faces, template)
         if y is not None:
             a_idx.append(i), b_idx.append(j), truths.append(y)
     a_idx, b_idx = np.array(a_idx), np.array(b_idx)
+    ref_idx = np.array([rest[s] for s in labelled.subject[a_idx]])
     side = p.image_size
     target = to_pixels(normalise(np.stack(truths), side))  # ỹ* through the encoder's resize, as x_A and y are
     x_a, y_b = normalise(crops[a_idx], side), normalise(crops[b_idx], side)
-    out = swaps(model, x_a, y_b)
+    out = swaps(model, x_a, y_b, normalise(crops[ref_idx], side))
     images = {"swap": to_pixels(out["swap"]), "y": to_pixels(y_b), "x_a": to_pixels(x_a)}
     scores = {k: compare(v, target) for k, v in images.items()}
     closer = {m: float(np.mean((scores["swap"][m] < scores["y"][m]) & (scores["swap"][m] < scores["x_a"][m]))
@@ -123,7 +128,8 @@ def main() -> None:
 
     ckpt = args.ckpt.resolve()
     shown = ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else args.ckpt  # no machine paths in the record
-    summary = {"ckpt": str(shown), "step": int(state.get("step", -1)), "method": p.method, "pairs": len(a_idx),
+    summary = {"ckpt": str(shown), "step": int(state.get("step", -1)), "method": p.method,
+               "swap_flow": p.cir.swap_flow, "pairs": len(a_idx),
                "tried": tried, "side": side, "seconds": round(time.perf_counter() - t0, 1),
                **{f"{k}_{m}": float(v[m].mean()) for k, v in scores.items() for m in v},
                **{f"swap_closest_share_{m}": v for m, v in closer.items()},
@@ -138,7 +144,8 @@ def main() -> None:
 
     print(f"| {p.method} step {summary['step']}, {len(a_idx)} pairs at {side} px | L1 to ỹ* ↓ | SSIM to ỹ* ↑ |")
     print("|---|---|---|")
-    for k, name in (("swap", "swap ỹ = warp(y, W_au(a(y), a(x_A)))"), ("y", "y: B's frame unmoved"),
+    made = "W_au(a(x_ref), a(x_A))" if motion else "W_au(a(y), a(x_A))"
+    for k, name in (("swap", f"swap ỹ = warp(y, {made})"), ("y", "y: B's frame unmoved"),
                     ("x_a", "x_A: A's frame")):
         print(f"| {name} | {summary[k + '_l1']:.4f} | {summary[k + '_ssim']:.4f} |")
     print(f"\nswap closer to ỹ* than both references: {closer['l1']:.0%} of pairs by L1, {closer['ssim']:.0%} by SSIM")

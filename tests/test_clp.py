@@ -388,3 +388,32 @@ def test_the_swap_trains_the_warp_decoder_only_when_told(trains):
     moved = cir.au_flow.out.weight.grad
     assert encoder[1].weight.grad.abs().sum() > 0  # the encoder learns from the swap either way
     assert (moved is not None and moved.abs().sum() > 0) == (trains == "both")
+
+
+@pytest.mark.parametrize("flow", ["cross", "motion"])
+def test_the_swaps_flow_and_code_target_by_hand(flow):
+    """cross: ỹ = warp(y, W_au(a(y), a_t)) tied to a_t; motion: ỹ = warp(y, W_au(a_s, a_t)), A's own motion, and
+    the code's change a(ỹ) − a(y) tied to A's a_t − a_s (cir.py's docstring), with a decoder that moves things."""
+    torch.manual_seed(0)
+    cir = CIR(6, CIRParams(frames=2, grid=8, lambda_cycle=0.5, swap_flow=flow))
+    with torch.no_grad():
+        cir.au_flow.out.weight.normal_(0, 0.05)
+    clips, other = _smooth(2 * 4, 32).view(2, 4, 3, 32, 32), _smooth(2, 32, seed=1)
+    encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 6))
+    a = encoder(clips.flatten(0, 1))
+    terms, _ = cir(encoder, clips, a, other)
+    codes = a.view(2, 4, 6)
+    a_t, a_s = codes[:, [0, 3]].flatten(0, 1), codes[:, [2, 1]].flatten(0, 1)  # targets 0, 3; sources 2, 1
+    y = other.repeat_interleave(2, 0)
+    a_y = encoder(y)
+    if flow == "cross":
+        swapped = warp(y, cir.au_flow(a_y, a_t))
+        swap = 1 - F.cosine_similarity(encoder(swapped), a_t, dim=1)
+        back = warp(swapped, cir.au_flow(encoder(swapped), a_y))
+    else:
+        swapped = warp(y, cir.au_flow(a_s, a_t))
+        swap = 1 - F.cosine_similarity(encoder(swapped) - a_y, a_t - a_s, dim=1)
+        back = warp(swapped, cir.au_flow(a_t, a_s))
+    assert not torch.equal(swapped, y)  # the decoder moves B
+    assert terms["swap"].item() == pytest.approx(swap.mean().item(), rel=1e-5)
+    assert terms["cycle"].item() == pytest.approx((back - y).abs().mean().item(), rel=1e-5)

@@ -14,7 +14,9 @@ decoder that moved the right pixels from one that did not:
     y      B's frame itself: what a decoder that moves nothing gives
     x_A    A's frame: what a decoder that ignored B would have to paint
 
-by L1 (pixels in [0, 1]) and SSIM (luma). The warp does its job on a pair when ỹ is closer to ỹ* than both. The
+by L1 (pixels in [0, 1]) and SSIM (luma). For `swap_flow: motion` the swap moves y by A's motion from A's
+resting frame x_ref to x_A, and ỹ* renders B with y's intensities plus that motion's (A's at x_A less A's at
+x_ref, within the renderer's range). The warp does its job on a pair when ỹ is closer to ỹ* than both. The
 self term likewise: for two frames s, t of one video (as far apart as training pairs them), is warp(x_s, φ_st)
 closer to x_t than x_s itself? Whether the swap carries A's action: a ridge read-out of the renderer's 20 AU
 intensities from a(x), fitted on the frames of the training subjects (its penalty chosen by leaving one training
@@ -63,13 +65,18 @@ def compare(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def swaps(model, x_a: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+def swaps(model, x_a: torch.Tensor, y: torch.Tensor, x_ref: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The swap ỹ and its flow (module docstring) for normalised inputs x_a, y (N, 3, S, S) of a model with CIR's
     networks (`model.cir`); and for the read-out, the AU codes a = g(f(·)) and the encoder's features f(·) — what
-    evaluation probes — of x_A and of ỹ."""
+    evaluation probes — of x_A and of ỹ. A model trained with `swap_flow: motion` moves y by A's motion from
+    x_ref (a frame of A's, required then) to x_A: ỹ = warp(y, W_au(a(x_ref), a(x_A)))."""
     model.eval()
     f_x, f_y = model.encoder(x_a), model.encoder(y)
     a_x, a_y = model.projector(f_x), model.projector(f_y)
+    if model.cir.motion:
+        if x_ref is None:
+            raise ValueError("a model trained with swap_flow: motion swaps A's motion: give A's reference frame x_ref")
+        a_y = model.projector(model.encoder(x_ref))
     swap, flow = model.cir.swap(y, a_y, a_x)
     f_swap = model.encoder(swap)
     return {"swap": swap, "flow": flow, "a_x": a_x, "a_swap": model.projector(f_swap), "f_x": f_x,

@@ -21,6 +21,14 @@ person B:
     L_swap = −log softmax_t'(z(ỹ)·z_t' / τ)[t]          (`contrast`) ỹ a positive of A's frame t against the clip's
                                                          other frames t' (z = a / |a|)
     L_cyc = |warp(sg(ỹ), W_au(a(ỹ), a(y))) − y|_1       and back to B (ỹ's pixels held: else no motion is cheapest)
+
+With `swap_flow: motion` the swap moves B by A's own motion from s to t, decoded from two codes of one person, so
+no identity difference can enter the flow, and the code's *change* must be the same whoever moves:
+
+    ỹ = warp(y, W_au(a_s, a_t))                         "B making the motion A made from frame s to frame t"
+    L_swap = 1 − cos(a(ỹ) − a(y), sg(a_t − a_s))        (`cosine`), or the change as a positive of A's change
+                                                         s -> t against s -> t' (`contrast`; same τ)
+    L_cyc = |warp(sg(ỹ), W_au(a_t, a_s)) − y|_1         A's motion undone
     L_flow = mean |W_au(·)|                             the AU motion is sparse (TCAE's L1): global motion goes to
                                                          the pose branch, which the swap leaves out
 
@@ -74,6 +82,10 @@ class CIRParams(_Section):
         "both", description="what the swap's term trains: the encoder and the warp decoder, or the encoder alone "
                             "(ỹ held fixed: the decoder learns motion from the self term only, and the swap cannot "
                             "become a distortion that merely moves the code)")
+    swap_flow: Literal["cross", "motion"] = Field(
+        "cross", description="the swap's flow: from B's code to A's frame's (cross), or A's own motion between two "
+                             "of its frames put on B, the code's change tied to A's (motion: no identity difference "
+                             "can enter the flow)")
     grid: int = Field(16, ge=2, description="side of the lattice the AU displacement is predicted on")
     pose_grid: int = Field(4, ge=1, description="side of the pose displacement's lattice (coarse: it moves the "
                                                      "whole face, not a lip corner)")
@@ -169,6 +181,7 @@ class CIR(nn.Module):
         self.pose_flow = FlowDecoder(p.pose_dim, p.pose_grid, p.max_flow, width=32)
         self.frames, self.lambdas, self.swap_loss, self.tau = p.frames, p.lambdas, p.swap_loss, p.tau
         self.swap_trains_decoder = p.swap_trains == "both"
+        self.motion = p.swap_flow == "motion"
 
     def reconstruct(self, x_s: torch.Tensor, x_t: torch.Tensor, a_s: torch.Tensor, a_t: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,18 +216,24 @@ class CIR(nn.Module):
 
         a_y = encode_au(other_identity)  # (B, c): one backbone pass over B frames
         y, a_y_rep = other_identity.repeat_interleave(n, 0), a_y.repeat_interleave(n, 0)
-        swapped, flow_swap = self.swap(y, a_y_rep, a_t)
+        swapped, flow_swap = self.swap(y, a_s if self.motion else a_y_rep, a_t)
         if not self.swap_trains_decoder:
             swapped = swapped.detach()
         a_swapped = encode_au(swapped)  # and one over the B·n swaps
+        # what the swap's code is tied to: A's frame t (cross), or its change tied to A's change s -> t (motion)
+        got = a_swapped - a_y_rep if self.motion else a_swapped
+        # (B, n, T, c): for each swap, its clip's codes a_t' (cross) or changes a_t' − a_s (motion)
+        clip_codes = codes[:, None] - codes[:, src, None] if self.motion else codes[:, None].expand(b, n, t, -1)
         if self.swap_loss == "cosine":
-            swap = (1 - F.cosine_similarity(a_swapped, a_t.detach(), dim=1)).mean()
-        else:
-            z_clip = F.normalize(codes, dim=-1).repeat_interleave(n, 0)  # (B·n, T, c): the swap's own clip
-            swap = swap_contrast(F.normalize(a_swapped, dim=1), z_clip, tgt.repeat(b), self.tau)
+            want = clip_codes[:, torch.arange(n, device=codes.device), tgt].flatten(0, 1).detach()
+            swap = (1 - F.cosine_similarity(got, want, dim=1)).mean()
+        else:  # the swap's clip: A's frames t' (or A's changes s -> t'); a zero change has similarity 0
+            swap = swap_contrast(F.normalize(got, dim=1), F.normalize(clip_codes.flatten(0, 1), dim=-1),
+                                 tgt.repeat(b), self.tau)
         # ỹ's pixels held fixed in the way back: with them free, the cheapest cycle is no forward motion at all
         # (measured: the AU flow fell to 2e-6 within 150 steps); what must carry the way back is a(ỹ)
-        back, _ = self.swap(swapped.detach(), a_swapped, a_y_rep)
+        back = warp(swapped.detach(), self.au_flow(a_t, a_s)) if self.motion else \
+            self.swap(swapped.detach(), a_swapped, a_y_rep)[0]
         cycle = (back - y).abs().mean()
         flow = (flow_self.abs().mean() + flow_swap.abs().mean()) / 2
         terms = {"self": self_rec, "swap": swap, "cycle": cycle, "flow": flow}
