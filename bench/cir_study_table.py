@@ -20,13 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from clpau.eval.scores import spread
+
 
 def cell(values: list[float], digits: int = 3) -> str:
     if not values:
         return "–"
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {spread(values):.{digits}f}"
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 from clpau.core.hardware import AVX2_CAPS
+from clpau.eval.scores import spread
 
 CHILD = """
 import json, sys
@@ -99,9 +100,9 @@ def quality(args) -> int:
             runs = [run(isa, precision, 0, args.method, seed) for seed in args.seeds]
             f1 = [r["f1_mean"] for r in runs]
             rows.append({"isa": isa, "precision": precision, "seeds": args.seeds, "f1": f1,
-                         "f1_mean": statistics.mean(f1), "f1_std": statistics.pstdev(f1),
+                         "f1_mean": statistics.mean(f1), "f1_std": spread(f1),
                          "img_per_s": [round(r["img_per_s"]) for r in runs]})
-            print(f"  {isa:<7} {precision:<11} F1 {statistics.mean(f1):.3f} ± {statistics.pstdev(f1):.3f} "
+            print(f"  {isa:<7} {precision:<11} F1 {statistics.mean(f1):.3f} ± {spread(f1):.3f} "
                   f"({' '.join(f'{v:.3f}' for v in f1)}), img/s {rows[-1]['img_per_s']}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"method": args.method, "rows": rows}, indent=1) + "\n")

@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from clpau.core.hardware import AVX2_CAPS
+from clpau.eval.scores import spread
 
 RESULTS = Path("reports/time_to_quality.json")
 
@@ -98,7 +99,7 @@ def table(rows: list[dict]) -> str:
         vals = [v for v in vals if v is not None]
         if not vals:
             return "n/a"
-        return f"{statistics.mean(vals):.3f}" + (f" ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else "")
+        return f"{statistics.mean(vals):.3f}" + (f" ± {spread(vals):.3f}" if len(vals) > 1 else "")
 
     for (tag, budget), rs in sorted(groups.items()):
         lines.append(f"| {tag} | {budget} | {', '.join(str(r['seed']) for r in sorted(rs, key=lambda r: r['seed']))} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -195,9 +196,9 @@ def test_compare_summarises_each_method_over_its_seeds_newest_run_first():
                             row("clp", 0, 0.99, 0.0, experiment=False, name="workspace")])
     assert [(r["method"], r["seed"]) for r in rows] == [("moco", 0), ("clp", 0), ("clp", 1)]
     text = to_markdown(rows)
-    # clp over seeds 0 and 1: F1 0.35 ± 0.05 (population std), same-subject NN 0.8 ± 0.1; the workspace's older
-    # evaluation of seed 0 is not counted
-    assert "| clp | 0, 1 | 0.350 ± 0.050 | 0.800 ± 0.100 | 0.200 ± 0.000 | 0.500 ± 0.000 | 1.000 ± 0.000 |" in text
+    # clp over seeds 0 and 1: F1 0.35 ± 0.071 (the sample std, 0.1 / √2; the population's would be 0.05),
+    # same-subject NN 0.8 ± 0.141; the workspace's older evaluation of seed 0 is not counted
+    assert "| clp | 0, 1 | 0.350 ± 0.071 | 0.800 ± 0.141 | 0.200 ± 0.000 | 0.500 ± 0.000 | 1.000 ± 0.000 |" in text
     assert "| moco | 0 | 0.500 ± 0.050 | 0.950 |" in text  # one seed: F1's std over folds
     assert "| clp | 0.350 |" in text  # per-AU F1, mean over seeds
 
@@ -228,3 +229,15 @@ def test_compare_keeps_readings_of_one_method_apart_by_run_name():
     assert select(rows, None) == rows
     with pytest.raises(RuntimeError, match=r"no evaluation of simclr \(there are: moco, clp, clp-8x4\)"):
         select(rows, ["simclr", "moco"])
+
+
+def test_every_spread_is_the_sample_std_of_the_defined_entries():
+    from clpau.eval.evaluate import summary_figures
+    from clpau.eval.scores import nanstd, spread
+
+    # three folds whose mean F1 over AUs is 0.5, 0.6, 0.7 (one AU undefined in fold 0): std 0.1 with n − 1
+    full = np.array([[0.4, 0.6, np.nan], [0.6, 0.6, 0.6], [0.7, 0.7, 0.7]])
+    assert summary_figures(full, [{"same_subject_nn": 0.5}] * 3)["f1_std"] == pytest.approx(0.1, abs=1e-4)
+    assert spread([0.5, None, 0.7]) == pytest.approx(math.sqrt(0.02))
+    assert spread([0.5]) is None and spread([None, 0.4]) is None
+    assert np.isnan(nanstd(np.array([0.3, np.nan])))

@@ -1,4 +1,4 @@
-"""Extraction on the real sample videos and on generated bad inputs (DESIGN.md §5 contract)."""
+"""Extraction on the real sample videos and on generated bad inputs (the contract between stages: docs/data.md)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,10 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
+import pytest
+import yaml
 
 from clpau.config import DriftParams, ExtractParams, PretrainParams, ValidateParams
 from clpau.ops.drift import run_drift
@@ -83,3 +86,44 @@ def test_drift_flags_a_lighting_shift_and_not_new_people(batches, tmp_path):
     assert shifted["drift"] and "brightness" in shifted["drifted_columns"], shifted
     assert (tmp_path / "dark" / "drift.html").stat().st_size > 10_000
     assert json.loads((tmp_path / "dark" / "drift.json").read_text())["drift"] is True
+    # `clpau drift --fail-on-drift` answers with its exit status: 1 for the dark batch, 0 for the good one, and
+    # without the flag a drifted batch is a report, not a failure
+    from clpau.cli import EXIT_NO, main
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"drift": {"embedding_components": 4}}))
+    cli = ["--params", str(params), "drift", str(pool)]
+    enc = ["--encoder", str(tmp_path / "m" / "encoder.pt")]
+    assert main([*cli, str(batches["dark"][1]), *enc, "--fail-on-drift", "--out", str(tmp_path / "c1")]) == EXIT_NO == 1
+    assert main([*cli, str(batches["dark"][1]), *enc, "--out", str(tmp_path / "c2")]) == 0
+    assert main([*cli, str(batches["good"][1]), *enc, "--fail-on-drift", "--out", str(tmp_path / "c3")]) == 0
+    assert json.loads((tmp_path / "c1" / "drift.json").read_text())["drift"] is True
+
+
+def _qc_table(rng, n: int, brightness: float) -> pd.DataFrame:
+    """Per-video columns as drift_tables makes them: the QC features and 4 embedding components."""
+    cols = {c: rng.normal(0, 1, n) for c in ("det_score", "face_size", "sharpness", "landmark_jitter",
+                                             "emb_0", "emb_1", "emb_2", "emb_3")}
+    return pd.DataFrame({**cols, "brightness": rng.normal(brightness, 1, n)})
+
+
+def test_one_qc_feature_far_off_is_drift_however_few_columns_move():
+    """The single-feature clause on its own: 1 column of 9 moved (11 % < the 30 % share) is drift when it is a QC
+    feature whose p-value falls below drift.feature_threshold, and only then."""
+    from clpau.ops.drift import detect_drift
+
+    rng = np.random.default_rng(0)
+    ref, cur = _qc_table(rng, 60, 0.0), _qc_table(rng, 30, 3.0)
+    p = DriftParams()
+    found = detect_drift(ref, cur, p)
+    assert found["drifted_columns"] == ["brightness"] and found["drifted_share"] == pytest.approx(1 / 9, abs=1e-4)
+    assert found["drift"] and not found["share_alarm"] and found["feature_alarms"] == ["brightness"]
+    assert found["columns"]["brightness"]["value"] < p.feature_threshold
+    # the clause is what flags it: with a stricter feature threshold (or the column not a QC feature) it is not drift
+    strict = detect_drift(ref, cur, p.model_copy(update={"feature_threshold": 0.0}))
+    assert not strict["drift"] and strict["drifted_columns"] == ["brightness"]
+    unlisted = detect_drift(ref, cur, p.model_copy(update={"features": ["det_score", "face_size"]}))
+    assert not unlisted["drift"]
+    # a smaller shift of the same feature fails its column's test (p < 0.01) but not the clause's (p < 0.001)
+    mild = detect_drift(ref, _qc_table(np.random.default_rng(1), 30, 1.0), p)
+    assert mild["drifted_columns"] == ["brightness"] and not mild["drift"], mild["columns"]["brightness"]

@@ -207,3 +207,30 @@ def test_eye_masks_on_their_box_give_the_pixels_of_the_whole_canvas(model, monke
     whole = [Renderer(model, ident, size=192).render(au, pose) for ident, au, pose in cases]
     assert all(np.array_equal(a, b) for a, b in zip(boxed, whole, strict=True))
     assert len({a.tobytes() for a in boxed}) == len(cases)  # the cases are 60 different frames
+
+
+def test_synth_preview_draws_each_subject_making_each_au_example(assets, tmp_path):
+    from PIL import Image
+
+    from clpau.cli import main
+    from clpau.synth.benchmark import PREVIEW_COLUMNS
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"synth": {"assets_dir": str(assets.root), "size": 96}}))
+    out = tmp_path / "sheet" / "preview.png"
+    assert main(["--params", str(params), "synth", "--preview", "--preview-out", str(out)]) == 0
+    sheet = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    cols = len(PREVIEW_COLUMNS)
+    assert sheet.shape == (18 + 6 * 96, cols * 96, 3)  # a title row, then 6 subjects x the AU examples
+    cells = sheet[18:].reshape(6, 96, cols, 96, 3).transpose(0, 2, 1, 3, 4)  # (subject, column, y, x, rgb)
+    # each AU example changes the first subject's face against the same face at rest in the column's head pose
+    from clpau.synth.benchmark import _model, _seed, read_folds
+
+    p = SynthParams(assets_dir=assets.root, size=96)
+    first = read_folds(p.folds)[0][0]
+    renderer = Renderer(_model(p), Identity.sample(_seed(p.seed, "labelled", first)), size=96)
+    at_rest = np.stack([renderer.render(np.zeros(20), Pose(yaw=(c - 3.5) * 2.5)) for c in range(cols)]).astype(int)
+    moved = np.abs(cells[0] - at_rest).mean(axis=(1, 2, 3))
+    assert moved[0] == 0 and (moved[1:] > 2.0).all(), moved
+    assert np.abs(cells[1:, 0] - cells[:1, 0]).mean(axis=(1, 2, 3)).min() > 2.0
+    assert not list(out.parent.glob("*.tmp*"))  # written whole or not at all

@@ -63,7 +63,7 @@ def split(subjects: np.ndarray, folds: list[list[str]], k: int) -> tuple[np.ndar
 
 
 def check_pretraining_disjoint(subjects: set[str], pretrain_identities: set[str]) -> None:
-    """Labelled subjects must never be in the pretraining data (DESIGN §3)."""
+    """Labelled subjects must never be in the pretraining data (the evaluation protocol, docs/method.md)."""
     shared = subjects & pretrain_identities
     if shared:
         raise LeakError(f"subjects {sorted(shared)[:10]} of the labelled benchmark are also identities of the "

@@ -14,7 +14,8 @@ class StoreParams(_Section):
     sources: list[Path] = [Path("data/trainset")]
     out_dir: Path = Path("data/store")
     quality: int = Field(90, ge=1, le=100, description="JPEG quality of every frame (docs/performance.md: q90 keeps "
-                                                       "37.7-39.9 dB at 8.6-9.2x fewer bytes than raw)")
+                                                       "37.7-39.9 dB; the store of the default corpus "
+                                                       "9.9x fewer bytes than raw)")
     chunk_mb: float = Field(16, gt=0, description="LitData chunk size; a DDP process reads whole chunks of its own, so "
                                                   "a store needs at least as many chunks as processes")
     workers: int = Field(1, ge=1, description="processes encoding shards")

@@ -1,7 +1,8 @@
 """Stage `store`: extract output -> a compressed clip store that LitData streams to pretraining.
 
 `extract` keeps aligned crops as raw uint8 frames (37.6 KB a frame at 112 px), read by memory map from one local
-disk. A store keeps each frame as a JPEG (quality 90: 8.6-9.2x fewer bytes, 37.7-39.9 dB PSNR; docs/performance.md)
+disk. A store keeps each frame as a JPEG (quality 90: 9.9x fewer bytes than raw on the
+default corpus' frames, 8.6-9.2x on the codec bench's; 37.7-39.9 dB PSNR; docs/performance.md)
 in LitData's chunk files, which a training run reads from a local folder or streams from an object store
 (`s3://bucket/store`), fetching a chunk the first time a batch needs it. `pretrain.data` names the store instead of
 the extract folders; under DDP each process reads its own chunks (`pretrain.epoch_batches`).

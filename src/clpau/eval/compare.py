@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 from clpau.core.fileio import write_text
+from clpau.eval.scores import spread
 
 ORDER = ["random", "simclr", "moco", "tcl", "cir", "clp", "supervised"]
 # `make compare`/`make study` name runs cmp-<label>-s<seed>: the label (a method, or a method's reading such as
@@ -81,7 +82,7 @@ def summarise(rows: list[dict]) -> list[dict]:
             if not values:
                 s[key] = (None, None)
             elif len(values) > 1:
-                s[key] = (statistics.mean(values), statistics.pstdev(values))
+                s[key] = (statistics.mean(values), spread(values))
             else:
                 s[key] = (values[0], runs[0]["metrics"].get("f1_std") if key == "f1_mean" else None)
         for frac in ("0.01", "0.1"):
@@ -113,7 +114,7 @@ def to_markdown(rows: list[dict]) -> str:
         lines.append(f"| {s['method']} | {seeds} | " + " | ".join(_pm(s[key]) for key, _ in FIGURES)
                      + f" | {_f(s['f1@0.01'])} / {_f(s['f1@0.1'])} | {s['steps']} |")
     out = ["# Method comparison (linear probe, subject-exclusive folds)", "",
-           "Mean ± std over pretraining seeds (with one seed: F1's std over the folds). Person-independence figures "
+           "Mean ± sample std (n − 1) over pretraining seeds (with one seed: F1's over the folds). Person-independence figures "
            "(docs/results.md): same-subject NN and subject variance lower is better, cross-subject kNN F1 higher.",
            "", *lines, ""]
     if {"random", "supervised"} <= set(by):

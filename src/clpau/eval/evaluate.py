@@ -1,4 +1,4 @@
-"""Stage `evaluate`: an encoder -> numbers a reviewer can trust (DESIGN §3).
+"""Stage `evaluate`: an encoder -> numbers a reviewer can trust (the protocol: docs/method.md, `clpau evaluate`).
 
 Protocol
 - Features: the frozen backbone's pooled output h of every labelled face frame (no augmentation), standardised
@@ -36,7 +36,7 @@ from clpau.eval.finetune import finetune_fold
 from clpau.eval.independence import person_independence
 from clpau.eval.params import EvaluateParams
 from clpau.eval.probe import encode, fit_probe, identity_accuracy, probe_proba, subsample
-from clpau.eval.scores import f1_per_au, nanmean, nanstd
+from clpau.eval.scores import f1_per_au, nanmean, nanstd, spread
 
 
 def _features(encoder_path: Path, data: LabelledSet, p: EvaluateParams, n_folds: int) -> tuple[list, dict]:
@@ -89,7 +89,7 @@ def run_evaluate(bench: BenchmarkParams, p: EvaluateParams, pretrain_data: list[
     efficiency = {}
     for frac, rs in runs.items():
         means = [float(nanmean(f1)) for _, _, f1 in rs]
-        efficiency[f"{frac:g}"] = {"f1_mean": _r(np.mean(means)), "f1_std": _r(np.std(means)), "runs": len(means)}
+        efficiency[f"{frac:g}"] = {"f1_mean": _r(np.mean(means)), "f1_std": _r(spread(means)), "runs": len(means)}
     metrics = {
         "method": meta["method"],
         "dataset": bench.dataset,
@@ -115,7 +115,7 @@ def run_evaluate(bench: BenchmarkParams, p: EvaluateParams, pretrain_data: list[
         tuned = np.array([finetune_fold(p.encoder, data, *split(data.subject, folds, k), k, p, progress)
                           for k in range(len(folds))])
         tuned_folds = nanmean(tuned, axis=1)
-        metrics["finetune"] = {"f1_mean": _r(np.mean(tuned_folds)), "f1_std": _r(np.std(tuned_folds)),
+        metrics["finetune"] = {"f1_mean": _r(np.mean(tuned_folds)), "f1_std": _r(spread(tuned_folds)),
                                "steps": p.finetune_steps,
                                "f1_folds": {f"fold{k}": _r(v) for k, v in enumerate(tuned_folds)},
                                "f1": {f"AU{a}": _r(v) for a, v in zip(aus, nanmean(tuned, axis=0), strict=True)}}
@@ -166,7 +166,7 @@ def summary_figures(full: np.ndarray, independence: list[dict]) -> dict:
     """The headline figures of a protocol run: mean F1 over AUs, its mean and std over the folds (`full`: per fold
     and AU, the probes on all training frames), and each person-independence figure averaged over the folds."""
     fold_means = nanmean(full, axis=1)
-    return {"f1_mean": _r(np.mean(fold_means)), "f1_std": _r(np.std(fold_means)),
+    return {"f1_mean": _r(np.mean(fold_means)), "f1_std": _r(spread(fold_means)),
             **{name: _r(nanmean([f[name] for f in independence])) for name in independence[0]}}
 
 
@@ -191,6 +191,8 @@ def read_floor(path: Path, meta: dict, bench: BenchmarkParams, log=print) -> dic
 
 
 def _r(v) -> float | None:
+    if v is None:
+        return None
     v = float(v)
     return None if math.isnan(v) else round(v, 4)
 

@@ -1,5 +1,8 @@
 """Scores shared by evaluation, its plots and the comparison: F1 of the positive class, and means that skip the
-undefined entries (NaN) quietly."""
+undefined entries (NaN) quietly.
+
+One convention for spread everywhere in clpau — over folds, seeds, runs, in metrics files, tables and plots — the
+sample standard deviation (n − 1) of the defined entries: `nanstd`, `spread`."""
 
 from __future__ import annotations
 
@@ -31,6 +34,13 @@ def nanmean(a: np.ndarray, axis=None) -> np.ndarray:
 
 
 def nanstd(a: np.ndarray, axis=None) -> np.ndarray:
+    """Sample standard deviation (n − 1) over the defined entries; NaN (not a warning) where fewer than two are."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanstd(a, axis=axis)
+        return np.nanstd(a, axis=axis, ddof=1)
+
+
+def spread(values) -> float | None:
+    """`nanstd` of a list of figures (folds' or seeds'), None where fewer than two are defined."""
+    v = np.asarray([np.nan if x is None else x for x in values], dtype=float)
+    return float(nanstd(v)) if np.isfinite(v).sum() > 1 else None

@@ -1,4 +1,4 @@
-"""ResNet backbones in plain torch (torchvision cannot be installed beside this torch; see STACK.md).
+"""ResNet backbones in plain torch (torchvision cannot be installed beside this torch; see docs/performance.md, LitData's pin).
 
 Module names follow torchvision's, so `resnet18(num_classes=1000)` has exactly its 11,689,512 parameters and a
 torchvision state dict would load. `resnet_small` is the CPU default: same design, half the widths, one

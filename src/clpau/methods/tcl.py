@@ -28,7 +28,7 @@ the AU code, q = a / |a|. The keys k and the other clips' negatives n_j come fro
   (SimCLR's framework under the in-clip terms), the negatives the batch's other clips — gathered from every process
   under DDP, with their gradient, so the loss does not change with the number of GPUs;
 - `key_encoder: momentum`: momentum copies f', g' (θ' ← m·θ' + (1 − m)·θ) and a queue of the K latest keys (MoCo's
-  dictionary; DESIGN §2's first reading), one-way unless `symmetric`.
+  dictionary; the first reading, docs/method.md), one-way unless `symmetric`.
 `negatives: same_person` keeps only the anchor's own person's clips among the negatives.
 
 Defaults (ours; the paper's are unknown): d = 128, τ = 0.1, m_max = 0.3, Δ_scale = 4, δ_rank = 0.05,
@@ -73,7 +73,7 @@ class TCLParams(_Section):
     key_encoder: Literal["online", "momentum"] = Field(
         "online", description="keys from the online networks with the batch's other clips as negatives (the "
                               "study's best, docs/results.md; always symmetric), or from a momentum encoder with a "
-                              "queue (DESIGN §2)")
+                              "queue (the first reading, docs/method.md)")
     negatives: Literal["all", "same_person"] = Field(
         "all", description="other clips' negatives: every one, or only the anchor's own person's")
     symmetric: bool = Field(False, description="momentum keys: both views are queries against the other's keys (MoCo "

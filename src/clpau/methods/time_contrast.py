@@ -1,5 +1,5 @@
-"""Time-contrastive TCL: another honest reading of CLP's "frame-wise discriminative within a short clip" (DESIGN §2,
-reading (c)), selected with `pretrain.tcl_variant: time_contrast`.
+"""Time-contrastive TCL: another honest reading of CLP's "frame-wise discriminative within a short clip" (docs/method.md,
+"Readings of TCL"), selected with `pretrain.tcl_variant: time_contrast`.
 
 The margin reading (`tcl.tcl_loss`) makes *every* other frame of the clip a negative, the next frame included — and on
 the synthetic corpus 84 % of the in-clip pairs at the default span show the same evaluated facial action

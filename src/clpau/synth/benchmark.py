@@ -1,4 +1,4 @@
-"""Stage `synth`: a synthetic AU face-video benchmark with exact ground truth (DESIGN.md §4).
+"""Stage `synth`: a synthetic AU face-video benchmark with exact ground truth (docs/data.md, `clpau synth`).
 
 Two disjoint populations, both deterministic by seed:
 

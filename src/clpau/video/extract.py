@@ -1,4 +1,4 @@
-"""Stage `extract`: videos -> aligned face clips (DESIGN.md §5 contract).
+"""Stage `extract`: videos -> aligned face clips (the contract between stages: docs/data.md).
 
 Output folder::
 
