@@ -68,3 +68,24 @@ def test_a_pool_batch_with_an_evaluation_subject_stops_the_trainset(tmp_path, ba
     with pytest.raises(TrainsetError, match=f"named as the labelled benchmark's evaluation subject {subject}"):
         assemble(p, _bench(tmp_path, subjects=(subject,)))
     assert not p.out_dir.exists()  # nothing half-written
+
+
+@pytest.mark.parametrize(("dataset", "subject", "names"), [
+    ("synth", "S002", ["S002_visit", "S002"]),
+    ("bp4d", "F001", ["F001_T1", "F001_T8_again"]),
+    ("disfa", "SN001", ["LeftVideoSN001_comp", "RightVideoSN001_Comp"]),
+    ("gft", "017", ["017_1_2", "017"]),
+])
+def test_the_name_guard_reads_names_as_the_benchmark_names_its_own_videos(tmp_path, dataset, subject, names):
+    """The pool's subject guard uses the benchmark's naming rule (`benchmark.subject_pattern` or the dataset's): a
+    DISFA video named like the benchmark's own (`LeftVideoSN001_comp`) is caught by its name, not only by sha256."""
+    from clpau.ops.trainset import benchmark_overlap
+
+    folds = tmp_path / "folds.yaml"
+    folds.write_text(yaml.safe_dump({"folds": [[subject, "X999"]]}))
+    bench = BenchmarkParams(dataset=dataset, folds=folds, clips=tmp_path / "none")
+    others = {"synth": "S005_visit", "bp4d": "M002_T1", "disfa": "LeftVideoSN004_comp", "gft": "018_1_2"}[dataset]
+    videos = pd.DataFrame({"video": [f"inbox/{n}.mp4" for n in [*names, others]]})
+    reasons = benchmark_overlap(videos, bench)
+    assert sorted(reasons) == sorted(f"inbox/{n}.mp4" for n in names), reasons
+    assert all(f"evaluation subject {subject} " in r for r in reasons.values())

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clpau.core.benchmarks import read_folds
+from clpau.core.benchmarks import read_folds, subject_of
 from clpau.core.fileio import atomic_dir, write_text
 from clpau.core.params import BenchmarkParams
 from clpau.ops.params import TrainsetParams
@@ -54,7 +54,8 @@ def evaluation_subjects(bench: BenchmarkParams) -> tuple[set[str], dict[str, str
 def benchmark_overlap(videos: pd.DataFrame, bench: BenchmarkParams) -> dict[str, str]:
     """{video: reason} for each video of `videos` (an extract output's videos.parquet) that would bring an
     evaluation subject of the labelled benchmark into pretraining: the same file as a benchmark video, or a name
-    that puts it on a benchmark subject."""
+    that puts it on a benchmark subject by the rule that names the benchmark's own videos (`subject_of`: DISFA's
+    LeftVideoSN001_comp is SN001, BP4D's F001_T1 is F001)."""
     subjects, hashes = evaluation_subjects(bench)
     reasons = {}
     for name, sha in zip(videos["video"], videos.get("sha256", pd.Series([None] * len(videos))), strict=True):
@@ -62,8 +63,7 @@ def benchmark_overlap(videos: pd.DataFrame, bench: BenchmarkParams) -> dict[str,
         if sha and sha in hashes:
             reasons[name] = (f"{Path(str(name)).name} is the labelled benchmark's video {hashes[sha]} (same sha256): "
                              f"evaluation subjects must not be pretrained on")
-        elif stem in subjects or stem.split("_")[0] in subjects:
-            who = stem if stem in subjects else stem.split("_")[0]
+        elif (who := stem if stem in subjects else subject_of(stem, bench)) in subjects:
             reasons[name] = (f"{Path(str(name)).name} is named as the labelled benchmark's evaluation subject {who} "
                              f"({bench.folds}): evaluation subjects must not be pretrained on; rename it if it is "
                              f"someone else")
