@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from clpau.config import PretrainParams
@@ -45,19 +46,28 @@ def _workspace(tmp_path, batches, videos_from: str | None, task_runner: str = "t
     return path
 
 
-def _artifacts(key: str) -> list:
+def _artifacts(key: str, run=None) -> list:
+    """The artifacts of `key`; with `run` (a flow's final state) only that flow run's: the harness holds every
+    test's runs, in no set order."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
+    flow_run = None if run is None else ArtifactFilterFlowRunId(any_=[run.state_details.flow_run_id])
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]),
+                                                                    flow_run_id=flow_run))
+
+
+def _table(artifact) -> list[dict]:
+    return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
 
 
 def test_good_batch_is_accepted_into_the_pool(harness, batches, tmp_path):
     from flows.ingest import build_flow
 
     params = _workspace(tmp_path, batches, "good")
-    result = build_flow(str(params))(str(params), "b1")
+    run = build_flow(str(params))(str(params), "b1", return_state=True)
+    result = run.result()
     assert result["accepted"], result["reasons"]
     pooled = sorted(p.name for p in (tmp_path / "pool" / "b1" / "videos").glob("*.mp4"))
     assert pooled == sorted(p.name for p in batches["good"][0].glob("*.mp4")) and len(pooled) == 8
@@ -65,16 +75,22 @@ def test_good_batch_is_accepted_into_the_pool(harness, batches, tmp_path):
     kept = pd.read_parquet(tmp_path / "pool" / "b1" / "clips" / "clips.parquet")
     assert len(kept) == result["clips"] > 0
     assert not list((tmp_path / "inbox").rglob("*.mp4"))  # staged out of the inbox
-    summary = _artifacts("ingest-summary")
-    assert summary and "accepted into the training pool" in summary[0].data
-    assert _artifacts("ingest-gx-docs") and _artifacts("ingest-drift-report")
+    # this run's own artifacts: every one of the 8 videos accepted, each with no reason against it
+    (summary,) = _artifacts("ingest-summary", run)
+    assert summary.data.startswith("# Batch b1: 8 of 8 videos accepted into the training pool\n"), summary.data
+    assert "- quality gate: 8 of 8 videos pass" in summary.data
+    (videos,) = _artifacts("ingest-videos", run)
+    assert sorted((r["video"], r["verdict"], r["reasons"]) for r in _table(videos)) == sorted(
+        (name, "accepted", "-") for name in pooled)
+    assert len(_artifacts("ingest-gx-docs", run)) == 1 and len(_artifacts("ingest-drift-report", run)) == 1
 
 
 def test_bad_batch_is_quarantined_with_the_failing_expectations(harness, batches, tmp_path):
     from flows.ingest import build_flow
 
     params = _workspace(tmp_path, batches, "bad")
-    result = build_flow(str(params))(str(params), "b2")
+    run = build_flow(str(params))(str(params), "b2", return_state=True)
+    result = run.result()
     assert not result["accepted"]
     assert any("videos give face clips" in r for r in result["reasons"])
     assert any("brightness" in r for r in result["reasons"])
@@ -88,8 +104,17 @@ def test_bad_batch_is_quarantined_with_the_failing_expectations(harness, batches
                                        "mostly unusable, every video of it is held back"], record["batch_reasons"]
     assert any(r.startswith("dark_room.mp4: ") and "brightness" in r for r in record["videos"]["dark_room.mp4"]["reasons"])
     assert record["videos"]["corrupt.mp4"]["reasons"][0].startswith("corrupt.mp4: no face clip")
-    table = _artifacts("ingest-checks")
-    assert table and "brightness" in table[0].data
+    # this run's own artifacts: 0 of 4 accepted, and per video the verdict and the reason named in reasons.json
+    (summary,) = _artifacts("ingest-summary", run)
+    assert summary.data.startswith("# Batch b2: 0 of 4 videos accepted into the training pool\n"), summary.data
+    (videos,) = _artifacts("ingest-videos", run)
+    rows = {r["video"]: r for r in _table(videos)}
+    assert sorted(rows) == sorted(record["videos"]) and {r["verdict"] for r in rows.values()} == {"quarantined"}
+    for name, row in rows.items():
+        assert row["reasons"] == "; ".join(record["videos"][name]["reasons"])
+    assert "brightness" in rows["dark_room.mp4"]["reasons"] and "no face clip" in rows["corrupt.mp4"]["reasons"]
+    (checks,) = _artifacts("ingest-checks", run)
+    assert any(c["check"] == "quality" and "brightness" in c["what"] and c["failed"] for c in _table(checks))
 
 
 def _cli(*argv: str) -> tuple[int, str, str]:
@@ -243,3 +268,136 @@ def test_prefect_yaml_registers_its_deployments_with_schedules(harness, tmp_path
     assert lines == ["ingest-nightly clpau-process None ['0 2 * * *'] [True]",
                      "ingest-release clpau-process None [] []",
                      "retrain-weekly gpu 1 ['0 3 * * 0'] [True]"], out.stdout + out.stderr
+
+
+def test_an_empty_inbox_is_a_run_that_changes_nothing(harness, batches, tmp_path):
+    from flows.ingest import build_flow
+
+    params = _workspace(tmp_path, batches, None)
+    (tmp_path / "inbox").mkdir()
+    result = build_flow(str(params))(str(params), "b0")
+    assert result == {"batch": None, "videos": 0, "accepted": False, "reasons": ["empty inbox"]}
+    assert not any((tmp_path / d).exists() for d in ("pool", "q", "batches/b0"))
+
+
+def test_a_taken_batch_name_holds_every_video_a_retried_extraction_recovers_and_a_release_lands(
+        harness, batches, tmp_path, monkeypatch):
+    """Three rare paths in one batch of two new people: the first extraction of one video fails once (a transient
+    error) and its task's retry recovers it; the batch's name is already in the pool, so both videos are held in
+    quarantine (not lost) with that reason; the `ingest-release` flow puts them into the pool as b1-r1."""
+    from clpau.ops import ingest
+    from flows.ingest import build_flow, release_batch
+
+    two = sorted(batches["good"][0].glob("*.mp4"))[:2]
+    params = _workspace(tmp_path, batches, None, inbox_files={v.name: v for v in two})
+    (tmp_path / "pool" / "b1").mkdir(parents=True)  # a batch of that name is in the pool already
+    real, calls = ingest.extract_one, []
+
+    def flaky(video, parts_dir, p):
+        calls.append(video.name)
+        if video.name == two[0].name and calls.count(video.name) == 1:
+            raise OSError(f"{video.name}: a transient read error")
+        return real(video, parts_dir, p)
+
+    monkeypatch.setattr(ingest, "extract_one", flaky)
+    result = build_flow(str(params))(str(params), "b1")
+    assert sorted(calls) == sorted([two[0].name, two[0].name, two[1].name])  # one retry, of the failed video only
+    assert not result["accepted"] and sorted(result["quarantined_videos"]) == sorted(v.name for v in two)
+    record = json.loads((tmp_path / "q" / "b1" / "reasons.json").read_text())
+    assert record["batch_reasons"] == [f"batch: a batch named b1 is already in {tmp_path / 'pool'}"]
+    assert all(d["clips"] > 0 for d in record["videos"].values())  # the retried video was extracted whole
+    assert sorted(p.name for p in (tmp_path / "q" / "b1" / "videos").glob("*.mp4")) == sorted(v.name for v in two)
+    assert not list((tmp_path / "pool" / "b1").iterdir())  # the batch already there is untouched
+
+    released = release_batch("b1", "names checked: new people", released_by="tester", params_file=str(params))
+    assert released["batch"] == "b1-r1" and sorted(released["videos"]) == sorted(v.name for v in two)
+    batch = json.loads((tmp_path / "pool" / "b1-r1" / "batch.json").read_text())
+    assert batch["released_by"] == "tester" and batch["release_reason"] == "names checked: new people"
+    assert sorted(p.name for p in (tmp_path / "pool" / "b1-r1" / "videos").glob("*.mp4")) == sorted(v.name for v in two)
+    notes = [a.data for a in _artifacts("ingest-release") if "b1-r1" in a.data]
+    assert notes and "by tester: names checked: new people" in notes[0]
+
+
+def _git_workspace(tmp_path, monkeypatch) -> Path:
+    """A git + DVC workspace whose promoted model scored mean F1 0.600, committed; the venv's dvc on PATH and a
+    git identity, as the retrain flow's worker has them."""
+    import subprocess
+
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    for key, value in (("GIT_AUTHOR_NAME", "t"), ("GIT_AUTHOR_EMAIL", "t@t"), ("GIT_COMMITTER_NAME", "t"),
+                       ("GIT_COMMITTER_EMAIL", "t@t"), ("DVC_NO_ANALYTICS", "1")):
+        monkeypatch.setenv(key, value)
+    ws = tmp_path / "ws"
+    (ws / "models" / "promoted").mkdir(parents=True)
+    (ws / "metrics").mkdir()
+    evaluation = {"method": "tcl", "f1_mean": 0.6, "f1_std": 0.01, "f1": {"AU1": 0.6}}
+    (ws / "models" / "promoted" / "evaluate.json").write_text(json.dumps(evaluation))
+    (ws / "metrics" / "evaluate.json").write_text(json.dumps(evaluation))
+    (ws / "params.yaml").write_text(yaml.safe_dump({"pretrain": {"seed": 0}}))
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "promoted"]):
+        subprocess.run(cmd, cwd=ws, check=True, capture_output=True)
+    return ws
+
+
+def test_a_worse_retrain_is_kept_out_the_workspace_goes_back_and_the_artifact_says_why(harness, tmp_path,
+                                                                                       monkeypatch):
+    from clpau.config import load_params
+    from clpau.ops import retrain, sync
+    from flows.retrain import _publish
+
+    ws = _git_workspace(tmp_path, monkeypatch)
+    head = sync.head(ws)
+    # what the experiment left in the workspace: its params and a model 0.05 below the promoted one
+    (ws / "params.yaml").write_text(yaml.safe_dump({"pretrain": {"seed": 1}}))
+    worse = {"method": "tcl", "f1_mean": 0.55, "f1_std": 0.02, "same_subject_nn": 0.7, "f1": {"AU1": 0.55}}
+    (ws / "metrics" / "evaluate.json").write_text(json.dumps(worse))
+    changed = retrain.changed_files(ws)
+    assert changed == {"params.yaml", "metrics/evaluate.json"}
+    params = load_params(ws / "params.yaml")
+    # within the tolerance it would be promoted; 0.05 below is beyond 0.049
+    result = retrain.promote_if_better(ws, params, "retrain-worse", tolerance=0.049, changed=changed)
+    assert result["promoted"] is False
+    assert result["reason"] == ("mean F1 0.550 is below the promoted model's 0.600: kept the promoted model "
+                                "(retrain-worse stays in `dvc exp show`)")
+    assert yaml.safe_load((ws / "params.yaml").read_text()) == {"pretrain": {"seed": 0}}  # rolled back
+    assert json.loads((ws / "metrics" / "evaluate.json").read_text())["f1_mean"] == 0.6
+    assert json.loads((ws / "models" / "promoted" / "evaluate.json").read_text())["f1_mean"] == 0.6
+    assert sync.head(ws) == head and retrain.changed_files(ws) == set()  # nothing committed, nothing left over
+    from prefect import flow
+
+    flow(name="publish-retrain")(_publish)(result)  # as the retrain flow publishes it, in a flow run
+    summary = [a.data for a in _artifacts("retrain-summary") if "retrain-worse" in a.data]
+    assert summary and "**not promoted**" in summary[0] and "0.550 is below the promoted model's 0.600" in summary[0]
+
+
+def test_a_second_retrain_of_one_workspace_is_refused_while_the_first_runs(harness, tmp_path, monkeypatch):
+    import subprocess
+
+    from clpau.ops.retrain import Busy, workspace_lock
+    from flows.retrain import retrain_flow
+
+    ws = _git_workspace(tmp_path, monkeypatch)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from clpau.ops.retrain import workspace_lock\n"
+                               f"with workspace_lock(Path({str(ws)!r})):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(Busy, match="another retraining is running in .*\\.clpau-retrain\\.lock is locked"):
+            retrain_flow(str(ws), sync_remotes=False)
+        assert _lock_free(ws) is False
+    finally:
+        holder.kill()
+        holder.wait()
+    with workspace_lock(ws):  # free again once the first run ends, however it ended
+        pass
+
+
+def _lock_free(ws: Path) -> bool:
+    from clpau.ops.retrain import Busy, workspace_lock
+
+    try:
+        with workspace_lock(ws):
+            return True
+    except Busy:
+        return False
