@@ -26,14 +26,14 @@ import pandas as pd
 
 from clpau.config import load_params
 from clpau.core.labels import read_occurrence_csv
+from clpau.synth.assets import AssetPaths
 from clpau.synth.benchmark import BP4D_AUS, _seed, read_folds
 from clpau.synth.render import AU_NAMES, Identity, MeshModel, Pose, Renderer
 from clpau.video.decode import write_h264
 
 
 def render_speed(params, frames: int) -> tuple[float, float]:
-    model = MeshModel(params.assets_dir / "pyfeat/au_to_mesh_pls_v4.npz",
-                      params.assets_dir / "pyfeat/canonical_face_tessellation.json")
+    model = MeshModel(AssetPaths(params.assets_dir).au_to_mesh, AssetPaths(params.assets_dir).tessellation)
     r = Renderer(model, Identity.sample(1), size=params.size)
     rng = np.random.default_rng(0)
     aus = np.clip(rng.normal(0, 0.7, (frames, 20)), 0, 2)
@@ -50,8 +50,7 @@ def render_speed(params, frames: int) -> tuple[float, float]:
 def load_labelled(clips_dir: Path, params):
     """Face frames of the labelled population: crops, labels, subject, true pose-free geometry."""
     v = pd.read_parquet(clips_dir / "videos.parquet")
-    model = MeshModel(params.assets_dir / "pyfeat/au_to_mesh_pls_v4.npz",
-                      params.assets_dir / "pyfeat/canonical_face_tessellation.json")
+    model = MeshModel(AssetPaths(params.assets_dir).au_to_mesh, AssetPaths(params.assets_dir).tessellation)
     crops, labels, subjects, geometry, order = [], [], [], [], []
     for _, row in v[v["status"] == "ok"].iterrows():
         stem = Path(row["video"]).stem

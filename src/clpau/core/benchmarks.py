@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from clpau.core.labels import UNKNOWN, read_disfa_subject, read_occurrence_csv
+from clpau.core.labels import read_disfa_subject, read_occurrence_csv
 from clpau.core.params import BenchmarkParams
 
 SUBJECT_PATTERNS = {"synth": r"^([^_]+)_", "bp4d": r"([FM]\d{3})", "disfa": r"(SN\d{3})", "gft": r"^([^_]+)"}
@@ -161,6 +161,3 @@ def load_labelled(b: BenchmarkParams, subjects: list[str] | None = None, log=pri
     return LabelledSet(np.array(cols["shard"]), np.array(cols["row"]), np.array(cols["subject"]),
                        np.array(cols["video"]), np.array(cols["frame"]), np.array(labels, np.int8), b.au_list)
 
-
-def known_mask(labels: np.ndarray) -> np.ndarray:
-    return labels != UNKNOWN

@@ -29,6 +29,7 @@ import numpy as np
 from clpau.core.benchmarks import read_folds
 from clpau.core.fileio import atomic_path
 from clpau.core.hardware import usable_cpus
+from clpau.synth.assets import AssetPaths
 from clpau.synth.params import SynthParams
 from clpau.synth.render import AU_INDEX, AU_NAMES, Identity, MeshModel, Pose, Renderer
 from clpau.video.decode import write_h264
@@ -173,8 +174,7 @@ _MODEL: MeshModel | None = None
 def _model(params: SynthParams) -> MeshModel:
     global _MODEL
     if _MODEL is None:
-        _MODEL = MeshModel(params.assets_dir / "pyfeat/au_to_mesh_pls_v4.npz",
-                           params.assets_dir / "pyfeat/canonical_face_tessellation.json")
+        _MODEL = MeshModel(AssetPaths(params.assets_dir).au_to_mesh, AssetPaths(params.assets_dir).tessellation)
     return _MODEL
 
 
