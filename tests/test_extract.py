@@ -124,9 +124,14 @@ def test_bad_input_details(bad_batch):
     assert "empty" in by_kind["zero-byte"]["error"]
     assert "audio" in by_kind["audio-only"]["error"]
     assert "min_face_px" in by_kind["tiny-faces"]["error"]
-    # the clips of the group video all follow one person: no jumps between neighbours
     clips = pd.read_parquet(out / "clips.parquet")
     assert set(clips["video"].map(lambda s: s.rsplit("/", 1)[-1])) >= {"group.mp4", "huge.mp4", "rotated.mp4"}
+    # the clips of the group video all follow one person: one face size, and inside each clip no landmark jumps (a
+    # switch to the other face moves every landmark by a face's width); frame by frame: the test below
+    group = clips[clips["video"].str.endswith("group.mp4")]
+    assert len(group) >= 2 and group["face_size"].std() < 0.1 * group["face_size"].mean()
+    assert (group["landmark_jitter"] < 0.1 * group["face_size"]).all()
+    assert group["start_frame"].is_monotonic_increasing and group["start_frame"].is_unique
 
 
 def test_several_faces_follow_the_largest(bad_batch):

@@ -60,11 +60,31 @@ def test_frames_that_did_not_move_get_no_margin():
     assert still["loss"].item() == pytest.approx(plain["loss"].item(), rel=1e-6)
 
 
-def test_margin_by_motion_is_checked_and_trains(synth_clips, tmp_path):
+def test_margin_by_motion_is_checked_and_trains(synth_clips, tmp_path, monkeypatch):
+    """In training, every step's loss gets the batch's measured landmark motion, and the margins it sets raise the
+    loss over what the same codes give unmoved (every frame at rest: no margin)."""
+    import clpau.methods.tcl as tcl_module
     from clpau.train.pretrain import run_pretrain
 
     with pytest.raises(ConfigError, match="margin_by"):
         parse_params({"pretrain": {"tcl": {"variant": "time_contrast", "margin_by": "motion"}}}, "params.yaml")
     p = PretrainParams(data=[synth_clips], out_dir=tmp_path / "m", live_dir=tmp_path / "live", batch_clips=4,
-                       clip_len=4, max_steps=2, tcl={"margin_by": "motion"})
+                       clip_len=4, max_steps=2, log_every=1, tcl={"margin_by": "motion"})
+    calls = []
+
+    def spy(q, k, clip_ids, *args, motion=None, **kw):
+        out = tcl_loss(q, k, clip_ids, *args, motion=motion, **kw)
+        with torch.no_grad():
+            at_rest = tcl_loss(q, k, clip_ids, *args, motion=torch.zeros_like(motion), **kw)
+        calls.append({"motion": motion.detach().clone(), "scale": kw["motion_scale"], "nce": float(out["nce"]),
+                      "nce_at_rest": float(at_rest["nce"])})
+        return out
+
+    monkeypatch.setattr(tcl_module, "tcl_loss", spy)
     assert run_pretrain(p, progress=False, log=lambda *_: None)["steps"] == 2
+    assert calls and all(c["scale"] == p.tcl.motion_scale for c in calls)
+    for c in calls:
+        m = c["motion"]
+        assert m.shape == (4, 4, 4) and torch.equal(m, m.transpose(1, 2)) and not m.diagonal(dim1=1, dim2=2).any()
+        assert (m[:, 0, 1:] > 0).all()  # the rendered faces move between any two frames of a clip
+        assert c["nce"] > c["nce_at_rest"] + 1e-3  # the margins took effect

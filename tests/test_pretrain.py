@@ -372,18 +372,31 @@ def test_views_coloured_on_the_trainer_train_like_views_coloured_by_the_loader(s
     # colour_on: trainer (a GPU's default) on this CPU: the same steps on views equal up to float rounding, and a
     # checkpoint of one resumes in the other (where the colour is applied is not part of what a run depends on)
     # crop_on: trainer too: views close to the loader's (test_data), so the same run within a looser bound
-    runs = {}
+    from lightning_fabric.utilities.seed import seed_everything
+
+    runs, losses = {}, {}
     for where, crop in (("loader", "loader"), ("trainer", "loader"), ("crop", "trainer")):
         p = _params(tmp_path / where, synth_clips, method="tcl",
                     compute={"colour_on": "auto" if crop == "trainer" else where, "crop_on": crop})
         assert fingerprint(p) == fingerprint(_with(p, compute={"colour_on": "auto", "crop_on": "auto"}))
         run_pretrain(p, progress=False, log=lambda *_: None)
         runs[where] = load_encoder(p.out_dir / "encoder.pt")[0].state_dict()
-        runs[where + "_loss"] = json.loads((p.live_dir / "metrics.json").read_text())["train"]["loss"]
-    assert runs["loader_loss"] == pytest.approx(runs["trainer_loss"], rel=1e-2)
-    assert runs["loader_loss"] == pytest.approx(runs["crop_loss"], rel=5e-2)
-    for name, w in runs["loader"].items():
-        assert torch.allclose(w.float(), runs["trainer"][name].float(), atol=1e-2), name
+        losses[where] = json.loads((p.live_dir / "metrics.json").read_text())["train"]["loss"]
+    seed_everything(p.seed)  # what run_pretrain does before it builds the method: the weights the 3 steps start from
+    start = build_method(p).encoder.state_dict()
+    trained = [n for n, w in start.items() if w.is_floating_point() and "running" not in n]
+
+    def update(where):  # what 3 steps changed, every trained tensor in one vector
+        return torch.cat([(runs[where][n].float() - start[n].float()).flatten() for n in trained])
+
+    loader, trainer, crop = update("loader"), update("trainer"), update("crop")
+    assert loader.abs().gt(0).float().mean() > 0.9  # the steps moved (nearly) every weight ...
+    assert (trainer - loader).norm() <= 1e-4 * loader.norm()  # ... and colouring on the trainer moved them alike
+    assert losses["loader"] == pytest.approx(losses["trainer"], rel=1e-4)
+    # crops cut on the trainer differ from the loader's by interpolation: updates that point the same way (cosine
+    # 0.72 measured; twice the frame jitter, a run on other views, gives 0.24) and the loss within 5 %
+    assert torch.nn.functional.cosine_similarity(loader, crop, dim=0) > 0.5
+    assert losses["loader"] == pytest.approx(losses["crop"], rel=5e-2)
     with pytest.raises(ValueError, match="crop_on: trainer needs colour_on"):
         _params(tmp_path / "bad", synth_clips, method="tcl", compute={"colour_on": "loader", "crop_on": "trainer"})
 

@@ -164,16 +164,31 @@ def test_frames_decoded_on_the_trainer_make_the_loaders_views(synth_store):
         ClipDataset([synth_store], clip_len=4, decode_on_host=False)
 
 
-def test_pretraining_decodes_a_stores_frames_on_the_trainer(synth_store, tmp_path):
+def test_pretraining_decodes_a_stores_frames_on_the_trainer(synth_clips, synth_store, tmp_path, monkeypatch):
     """The GPU default (crop, colour and decoding on the trainer) run end to end on the CPU: Fabric passes the bytes
-    through untouched, the step decodes them."""
-    import json
-
+    through untouched, the step decodes them, and the views it trains on are the loader's views of the source clips
+    (the shards the store was written from) within JPEG's loss."""
+    import clpau.train.pretrain as pretrain
     from clpau.config import PretrainParams
-    from clpau.train.pretrain import run_pretrain
 
+    seen = []
+
+    def spy(batch, size=None):
+        views = pretrain_finish(batch, size)
+        seen.append({"jpeg": "jpeg" in batch, "index": list(batch["index"]), "epoch": batch["epoch"],
+                     "view_q": views[0].detach().clone()})
+        return views
+
+    pretrain_finish = pretrain.finish_views
+    monkeypatch.setattr(pretrain, "finish_views", spy)
     p = PretrainParams(data=[synth_store], out_dir=tmp_path / "m", live_dir=tmp_path / "l", batch_clips=4, clip_len=4,
                        max_steps=3, log_every=1,
                        compute={"crop_on": "trainer", "colour_on": "trainer", "decode_on": "trainer"})
-    assert run_pretrain(p, progress=False, log=lambda *_: None)["steps"] == 3
-    assert json.loads((p.live_dir / "metrics.json").read_text())["train"]["loss"] > 0
+    assert pretrain.run_pretrain(p, progress=False, log=lambda *_: None)["steps"] == 3
+    assert len(seen) == 3 and all(s["jpeg"] for s in seen)  # every step got bytes, not frames
+    source = ClipDataset([synth_clips], clip_len=4, stride=p.frame_stride, size=p.image_size, seed=p.seed,
+                         frame_jitter=p.frame_jitter)
+    for s in seen:
+        source.set_epoch(s["epoch"])
+        err = (source.__getitems__(s["index"])["view_q"] - s["view_q"]).abs().mean().item()
+        assert err < 0.05, err  # as test_a_batch_from_the_store_is_the_shards_batch_within_jpeg_loss

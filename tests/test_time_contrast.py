@@ -84,11 +84,31 @@ def test_windows_are_checked():
     assert PretrainParams(clip_len=8, tcl={"variant": "time_contrast", "pos_window": 1, "neg_window": 3}).tcl.neg_window == 3
 
 
-def test_clp_trains_with_the_time_contrastive_reading(synth_clips, tmp_path):
+def test_clp_trains_with_the_time_contrastive_reading(synth_clips, tmp_path, monkeypatch):
+    """Every training step's in-clip term is time_contrastive_loss of that step's codes, with the params' windows, and
+    it is what dvclive logs for the step."""
+    import clpau.methods.tcl as tcl_module
     from clpau.train.pretrain import build_method, run_pretrain
 
     p = PretrainParams(data=[synth_clips], out_dir=tmp_path / "m", live_dir=tmp_path / "live", batch_clips=4,
-                       clip_len=4, max_steps=2, method="clp",
+                       clip_len=4, max_steps=2, log_every=1, method="clp",
                        tcl={"variant": "time_contrast", "pos_window": 1, "neg_window": 2})
     assert build_method(p).loss_fn is time_contrastive_loss
+    calls = []
+
+    def spy(q, k, clip_ids, *args, **kw):
+        out = time_contrastive_loss(q, k, clip_ids, *args, **kw)
+        calls.append({"shape": tuple(q.shape), "windows": (kw["pos_window"], kw["neg_window"]),
+                      "nce": float(out["nce"].detach())})
+        return out
+
+    monkeypatch.setattr(tcl_module, "time_contrastive_loss", spy)
     assert run_pretrain(p, progress=False, log=lambda *_: None)["steps"] == 2
+    per_step = 2 if build_method(p).symmetric else 1  # online keys: both views are queries, one call each
+    assert len(calls) == 2 * per_step
+    assert {c["windows"] for c in calls} == {(1, 2)} and {c["shape"][:2] for c in calls} == {(4, 4)}
+    rows = [line.split("\t") for line in (p.live_dir / "plots" / "metrics" / "train" / "nce.tsv").read_text().splitlines()[1:]]
+    assert [int(r[0]) for r in rows] == [1, 2]
+    for step, (_, logged) in enumerate(rows):
+        mine = calls[step * per_step:(step + 1) * per_step]
+        assert float(logged) == pytest.approx(sum(c["nce"] for c in mine) / per_step, rel=1e-6)

@@ -133,6 +133,7 @@ def fit(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Path |
             bar.update(1)
             if live is not None and (step % p.log_every == 0 or step == p.max_steps):
                 now = time.perf_counter()
+                live.step = step_offset + step  # before logging: the values are this step's (next_step moves on)
                 live.log_metric("img_per_s", images_per_step * (step - n_last) / max(now - t_last, 1e-9))
                 # the share of the time spent waiting for batches: with num_workers 0 the loading itself; with
                 # workers (a GPU machine) anything well above 0 means the trainer starves — add workers
@@ -141,7 +142,6 @@ def fit(fabric, model, dataset, batch: int, p: PretrainParams, ckpt_path: Path |
                 live.log_metric("lr", lr_at(step - 1, p))
                 for k, v in latest.items():
                     live.log_metric(f"train/{k}", float(v))
-                live.step = step_offset + step
                 live.next_step()
             if ckpt_path is not None and (step % p.ckpt_every == 0 or step == p.max_steps):
                 tmp = ckpt_path.with_name(ckpt_path.name + ".tmp")
