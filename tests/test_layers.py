@@ -22,7 +22,6 @@ STAGE_ENTRY = {
     "extract": "clpau.video.extract",
     "validate": "clpau.ops.validate",
     "trainset": "clpau.ops.trainset",
-    "store": "clpau.data.store",
     "pretrain": "clpau.train.pretrain",
     "floor": "clpau.eval.floor",
     "evaluate": "clpau.eval.evaluate",

@@ -72,11 +72,8 @@ def test_dvc_repro_runs_the_pipeline(dvc_repo):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"assets", "synth", "extract@samples", "extract@synth_pretrain", "trainset",
                                    "extract@synth_labelled", "validate@samples", "validate@synth_pretrain",
-                                   "store", "pretrain", "floor", "evaluate"}
-    # the training set as a clip store too, for streaming and DDP: every clip, in a tenth of the bytes
-    store = json.loads((repo / "data" / "store" / "store.json").read_text())
-    assert store["clips"] == len(pd.read_parquet(repo / "data" / "trainset" / "clips.parquet"))
-    assert store["raw_bytes_per_frame"] / store["bytes_per_frame"] >= 8
+                                   "pretrain", "floor", "evaluate"}
+    assert not (repo / "data" / "store").exists()  # the default reads the shards: no store is encoded for nothing
     assert (repo / "models" / "encoder.pt").exists()
     # the main job leaves a clean pipeline: every output as dvc.lock records it
     assert "Data and pipelines are up to date" in _run([str(BIN / "dvc"), "status"], repo, env)

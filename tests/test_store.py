@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -53,6 +54,26 @@ def test_a_batch_from_the_store_is_the_shards_batch_within_jpeg_loss(synth_clips
     # the same crops, offsets and colours were drawn: the views differ by the codec's error only
     err = (x["view_q"] - y["view_q"]).abs().mean().item()
     assert err < 0.05, err  # normalised units (std 0.25 of [0, 1]): under 1.3 grey levels on average
+
+
+def test_a_store_older_than_its_sources_is_refused(synth_clips, synth_store, tmp_path):
+    """A store is not a pipeline stage (nothing rewrites it when the training set changes): opened for training
+    while its source, here, holds other clips, it stops with the command that writes it again."""
+    import shutil
+
+    source = tmp_path / "trainset"
+    source.mkdir()
+    clips = pd.read_parquet(synth_clips / "clips.parquet")
+    clips.to_parquet(source / "clips.parquet")
+    store = tmp_path / "store"
+    shutil.copytree(synth_store, store)
+    meta = json.loads((store / "store.json").read_text())
+    (store / "store.json").write_text(json.dumps({**meta, "sources": [str(source)]}))
+    assert len(load_clips([store], span=4)) > 0  # the same clips: fine
+    grown = pd.concat([clips, clips.iloc[:1].assign(clip_id="new-batch-000000")])
+    grown.to_parquet(source / "clips.parquet")
+    with pytest.raises(ValueError, match=r"older than its sources .* 21 clips now, 20 in the store, 1 new.*clpau store"):
+        ClipDataset([store], clip_len=4)
 
 
 def test_an_interrupted_store_leaves_nothing_that_looks_like_one(synth_clips, tmp_path, monkeypatch):

@@ -3,12 +3,13 @@ landmarks and landmark motion of its frames."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from clpau.data.jpeg_store import JpegStore, is_store
+from clpau.data.jpeg_store import STORE_PREFIXES, JpegStore, is_store
 
 
 def track_reach(clips: pd.DataFrame) -> np.ndarray:
@@ -50,6 +51,7 @@ def load_clips(roots: list[Path | str], span: int, cache_dir: Path | str | None 
     for root in roots:
         if is_store(root):
             df = pd.read_parquet(clip_table(root, cache_dir))
+            _refuse_a_stale_store(root, df)
             df["shard_path"] = [f"{root}::{s}" for s in df["shard"]]
             df["store"] = str(root)
             parts.append(df)
@@ -69,6 +71,22 @@ def load_clips(roots: list[Path | str], span: int, cache_dir: Path | str | None 
     if clips.empty:
         raise ValueError(f"no clip of {span} or more frames in {', '.join(map(str, roots))}")
     return clips
+
+
+def _refuse_a_stale_store(root: Path | str, clips: pd.DataFrame) -> None:
+    """A store folder is not a stage's output (`clpau store` writes it when asked, docs/scale.md), so nothing reruns
+    it when its sources change: a store whose sources, where they are here, now hold other clips is refused."""
+    if str(root).startswith(STORE_PREFIXES):
+        return  # a streamed store's sources are on the machine that wrote it
+    sources = [Path(s) for s in json.loads((Path(root) / "store.json").read_text()).get("sources", [])]
+    tables = [s / "clips.parquet" for s in sources]
+    if not sources or not all(t.is_file() for t in tables):
+        return
+    now = set().union(*(pd.read_parquet(t, columns=["clip_id"])["clip_id"] for t in tables))
+    if now != set(clips["clip_id"]):
+        raise ValueError(f"the clip store {root} is older than its sources ({', '.join(map(str, sources))}: "
+                         f"{len(now)} clips now, {len(clips)} in the store, {len(now - set(clips['clip_id']))} "
+                         f"new): write it again with `clpau store`")
 
 
 INNER_LANDMARKS = slice(17, 68)  # brows, nose, eyes, mouth: the jaw line follows head pose and speech more than AUs

@@ -12,7 +12,7 @@ the pool, with its shard path relative to the manifest, so `pretrain` reads it l
 manifest in models/promoted/trainset, written on promotion).
 
 The labelled benchmark is guarded here as well as at ingest: a pool video that is one of the benchmark's videos
-(same sha256), or whose name puts it on a benchmark subject (its stem or the part before '_'), stops the stage
+(same sha256), or whose name puts it on a benchmark subject (read by the benchmark's own rule, `subject_of`), stops the stage
 with the batch and video named — evaluation subjects never reach pretraining.
 """
 
