@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -241,8 +242,11 @@ def test_dask_task_runner_extracts_the_same_clips(harness, batches, tmp_path):
         assert a.read_bytes() == (batches["good"][1] / "frames" / key / "faces.npy").read_bytes()
 
 
-def test_prefect_yaml_registers_its_deployments_with_schedules(harness, tmp_path):
-    """`prefect deploy --all` (the CLI, as `make serve` runs it) against the test harness's server on 127.0.0.1."""
+def test_prefect_yaml_registers_its_deployments_and_a_worker_runs_one(harness, batches, tmp_path):
+    """`make serve`'s path: `prefect deploy --all` (the CLI) against the test harness's server on 127.0.0.1, then a
+    run of the ingest-nightly deployment on a small mixed inbox, picked up by a process worker (`prefect worker
+    start --run-once`, in its own process) and run to completion: the good video lands in the pool, the corrupt
+    file in quarantine with its reason."""
     import subprocess
 
     from prefect.settings import PREFECT_API_URL
@@ -268,6 +272,28 @@ def test_prefect_yaml_registers_its_deployments_with_schedules(harness, tmp_path
     assert lines == ["ingest-nightly clpau-process None ['0 2 * * *'] [True]",
                      "ingest-release clpau-process None [] []",
                      "retrain-weekly gpu 1 ['0 3 * * 0'] [True]"], out.stdout + out.stderr
+
+    good = sorted(batches["good"][0].glob("*.mp4"))[0]
+    params = _workspace(tmp_path / "w", batches, None, inbox_files={
+        good.name: good, "corrupt.mp4": batches["bad"][0] / "corrupt.mp4"})
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # this process's client: the harness's server
+        deployment = client.read_deployment_by_name("ingest-batch/ingest-nightly")
+        run = client.create_flow_run_from_deployment(deployment.id, parameters={"params_file": str(params),
+                                                                                "batch": "w1"})
+    t0 = time.monotonic()
+    worker = subprocess.run([prefect, "worker", "start", "--pool", "clpau-process", "--run-once"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert worker.returncode == 0, worker.stdout[-3000:] + worker.stderr[-3000:]
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run.id).state
+    assert state.is_completed(), (state, worker.stdout[-3000:] + worker.stderr[-3000:])
+    print(f"worker run: {time.monotonic() - t0:.1f} s")
+    pooled = json.loads((tmp_path / "w" / "pool" / "w1" / "batch.json").read_text())
+    assert pooled["videos"] == [good.name] and pooled["quarantined"] == ["corrupt.mp4"], pooled
+    record = json.loads((tmp_path / "w" / "q" / "w1" / "reasons.json").read_text())
+    assert record["videos"]["corrupt.mp4"]["reasons"][0].startswith("corrupt.mp4: "), record
 
 
 def test_an_empty_inbox_is_a_run_that_changes_nothing(harness, batches, tmp_path):
