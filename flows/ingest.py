@@ -100,7 +100,7 @@ def _publish(batch: str, summary: dict, decision: dict, validation: dict, drift:
     lines += ["", *(f"- **{r}**" for r in decision["batch_reasons"])]
     create_markdown_artifact("\n".join(lines), key="ingest-summary", description=f"batch {batch}")
     rows = [{"video": v, "verdict": d["verdict"], "face share": f"{d['face_share']:.0%}", "clips": d["clips"],
-             "reasons": "; ".join(d["reasons"]) or "-"} for v, d in decision["videos"].items()]
+             "reasons": "; ".join(d["reasons"] + d.get("notes", [])) or "-"} for v, d in decision["videos"].items()]
     create_table_artifact(rows, key="ingest-videos", description=f"batch {batch}: one row per video")
     checks = [{"check": "quality", "what": f["reason"], "failed": True} for f in validation["failed"]]
     if drift is not None:
@@ -163,7 +163,8 @@ def _ingest(params_file: str = "params.yaml", batch: str | None = None) -> dict:
     validation = quality_gate(table, clips, params, root / "reports" / "validate")
     pool = params.trainset.pool
     batch_refused = [f"batch: a batch named {name} is already in {pool}"] if (Path(pool) / name).exists() else []
-    decision = ingest.decide(validation, keys, ingest.guards(table, pool, params.benchmark), batch_refused, table)
+    guarded = ingest.guards(table, pool, params.benchmark, params.trainset.face_threshold)
+    decision = ingest.decide(validation, keys, guarded, batch_refused, table)
     passing = ingest.with_verdict(decision, ingest.ACCEPTED)
     drift = drift_check([parts[v] for v in passing], params, root / "reports") if passing else None
     decision = ingest.apply_drift(decision, drift, params.drift.action)
@@ -203,7 +204,7 @@ def release_batch(batch: str, reason: str, videos: list[str] | None = None, rele
     through the guards (evaluation subjects, videos already in the pool); recorded in the new batch.json."""
     params = load_params(params_file)
     result = ingest.release(params.flows.quarantine, params.trainset.pool, batch, videos, released_by, reason,
-                            params.benchmark)
+                            params.benchmark, face_threshold=params.trainset.face_threshold)
     workspace = ingest.dvc_root(Path(params.trainset.pool))
     if result["dvc_versioned"] and workspace is not None:
         pointer = str(Path(params.trainset.pool).resolve().relative_to(workspace)) + ".dvc"

@@ -144,8 +144,9 @@ def harness():
 @pytest.fixture(scope="session")
 def real_videos(assets, tmp_path_factory) -> dict[str, Path]:
     """Real-face videos made from the real sample videos (trims, mirror images, re-encodes: different bytes, real
-    faces): `talk` = 12 talking-face videos of 24 frames; `single` = the one-face sample re-encoded; `interview` =
-    a face in 20 of 47 frames (43 %), then an empty scene; `dark_room` = the talking face at 10 % brightness."""
+    faces): `talk` = 12 talking-face videos of 24 frames; `single` = the one-face sample re-encoded, `single_mirrored`
+    its mirror image; `interview` = a face in 20 of 47 frames (43 %), then an empty scene; `dark_room` = the talking
+    face at 10 % brightness; `truncated` = the first half of the talking-face file's bytes."""
     import media
     import numpy as np
 
@@ -153,7 +154,12 @@ def real_videos(assets, tmp_path_factory) -> dict[str, Path]:
     sample = assets.videos / "WolfgangLanger_Pexels.mp4"
     out = {"talk": root / "talk"}
     media.real_face_videos(sample, out["talk"], 12)
-    out["single"] = media.write_video(root / "single.mp4", media.read_frames(assets.videos / "single_face.mp4", 72))
+    single = media.read_frames(assets.videos / "single_face.mp4", 72)
+    out["single"] = media.write_video(root / "single.mp4", single)
+    out["single_mirrored"] = media.write_video(root / "holiday.mp4", [f[:, ::-1] for f in single])
+    data = sample.read_bytes()
+    out["truncated"] = root / "cut_short.mp4"
+    out["truncated"].write_bytes(data[: len(data) // 2])  # the sample keeps its index first: 228 of 472 frames remain
     out["interview"] = media.partly_faceless(sample, assets.videos / "no_face.mp4", root / "bob_interview.mp4", 20, 27)
     out["dark_room"] = media.write_video(root / "dark_room.mp4",
                                          [(f * 0.1).astype(np.uint8) for f in media.read_frames(sample, 24)])

@@ -135,3 +135,20 @@ def partly_faceless(sample: Path, faceless: Path, path: Path, face_frames: int, 
     rest = resize(read_frames(faceless, other_frames), w, h)
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_video(path, face + rest)
+
+
+def person_copies(sample: Path, folder: Path, prefix: str, n: int = 48) -> list[Path]:
+    """Copies of one real video a user might feed in again, as `<prefix>_<kind>.mp4`: the source (its first `n`
+    frames), mirrored, darkened, re-encoded smaller at another frame rate, a later part, cropped to the middle."""
+    frames = read_frames(sample, 2 * n)
+    first, later = frames[:n], frames[n:]
+    h, w = first[0].shape[:2]
+    out = [write_video(folder / f"{prefix}_source.mp4", first),
+           write_video(folder / f"{prefix}_mirrored.mp4", [f[:, ::-1] for f in first]),
+           write_video(folder / f"{prefix}_darkened.mp4", [(f * 0.45).astype(np.uint8) for f in first]),
+           write_video(folder / f"{prefix}_reencoded.mp4", resize(first, w * 3 // 4, h * 3 // 4), fps=30),
+           write_video(folder / f"{prefix}_later.mp4", later)]
+    y0, x0 = h // 8, w // 8
+    out.append(write_video(folder / f"{prefix}_cropped.mp4",
+                                 [np.ascontiguousarray(f[y0:h - y0, x0:w - x0]) for f in first]))
+    return out

@@ -12,7 +12,8 @@ from media import make_bad_inputs, read_frames, write_video
 from PIL import Image
 
 from clpau.cli import main
-from clpau.config import ExtractParams
+from clpau.config import ExtractParams, TrainsetParams
+from clpau.core import faces
 from clpau.video.detect import FaceModels, Template, detect, eye_centres, landmarks
 from clpau.video.extract import SUCCESS, run_extract
 
@@ -120,6 +121,16 @@ def test_bad_input_details(bad_batch):
     assert "downscaled from 3840x2160" in by_kind["huge-resolution"]["error"]
     assert by_kind["huge-resolution"]["face_frames"] >= 22
     assert by_kind["several-faces"]["max_faces"] >= 2 and by_kind["several-faces"]["face_frames"] >= 20
+    # who is in them: one descriptor for each person (the group photo's others apart from the followed face and
+    # from each other), none beside the followed face where there is one face
+    group = by_kind["several-faces"]
+    people = [np.asarray(group["descriptor"])] + [np.asarray(o) for o in group["other_faces"]]
+    assert 3 <= len(people) <= group["max_faces"] and len(people[0]) == 128, len(people)  # 3 measured
+    apart = faces.distances(np.stack(people), np.stack(people))[np.triu_indices(len(people), 1)]
+    assert apart.min() > TrainsetParams().face_threshold, apart
+    for kind in ("rotated", "huge-resolution", "odd-name"):
+        assert len(by_kind[kind]["descriptor"]) == 128 and len(by_kind[kind]["other_faces"]) == 0, kind
+    assert by_kind["no-face"]["descriptor"] is None and by_kind["no-face"]["descriptor_frames"] == 0
     assert 200 <= by_kind["truncated"]["frames"] < 472
     assert "empty" in by_kind["zero-byte"]["error"]
     assert "audio" in by_kind["audio-only"]["error"]

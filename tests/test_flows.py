@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from clpau.config import PretrainParams
+from clpau.config import ExtractParams, PretrainParams
 from clpau.train.pretrain import run_pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,9 +22,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def _workspace(tmp_path, batches, videos_from: str | None, task_runner: str = "thread",
-               inbox_files: dict[str, Path] | None = None, drift_action: str = "retrain") -> Path:
+               inbox_files: dict[str, Path] | None = None, drift_action: str = "retrain",
+               benchmark_clips: Path | None = None) -> Path:
     """A params file whose inbox holds copies of one batch's videos (or of `inbox_files`: name -> file); the pool
-    of 24 synthetic people is the reference and the training set's base corpus."""
+    of 24 synthetic people is the reference and the training set's base corpus; `benchmark_clips`: the labelled
+    benchmark's extract output (default: none)."""
     inbox = tmp_path / "inbox"
     if videos_from:
         shutil.copytree(batches[videos_from][0], inbox)
@@ -40,7 +42,7 @@ def _workspace(tmp_path, batches, videos_from: str | None, task_runner: str = "t
               "trainset": {"pool": str(tmp_path / "pool"), "base": [str(batches["pool"][1])],
                            "out_dir": str(tmp_path / "trainset"), "metrics": str(tmp_path / "trainset.json")},
               "benchmark": {"folds": str(ROOT / "data" / "folds" / "synth.yaml"),
-                            "clips": str(tmp_path / "no_benchmark_clips")},
+                            "clips": str(benchmark_clips or tmp_path / "no_benchmark_clips")},
               "drift": {"encoder": str(enc / "encoder.pt"), "embedding_components": 4, "action": drift_action}}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -133,18 +135,27 @@ def _cli(*argv: str) -> tuple[int, str, str]:
 
 
 def test_a_mixed_inbox_of_real_video_is_decided_video_by_video(harness, batches, real_videos, tmp_path):
-    """Real faces: two good videos are accepted while a video with the face in 43 % of its frames, a dark room and
-    an evaluation subject's namesake are quarantined, each with its own reason naming the file; a person releases
-    the interview (recorded in batch.json), the evaluation subject cannot be released."""
+    """Real faces: a good video and a truncated one (accepted, its decision saying how much of it was used) while a
+    video with the face in 43 % of its frames, a dark room, an evaluation subject's namesake and a mirrored copy of
+    an evaluation subject under another name are quarantined, each with its own reason naming the file; a person
+    releases the interview (recorded in batch.json), the evaluation subjects cannot be released."""
+    from clpau.video.decode import probe
+    from clpau.video.extract import run_extract
     from flows.ingest import build_flow
 
+    bench = tmp_path / "bench_videos"  # the labelled benchmark's S001 is the single-face sample's person
+    bench.mkdir()
+    shutil.copy(real_videos["single"], bench / "S001_T1.mp4")
+    run_extract([bench], tmp_path / "bench_clips", ExtractParams(), workers=2, identity_rule="prefix", progress=False)
     talk = sorted(real_videos["talk"].glob("*.mp4"))
-    params = _workspace(tmp_path, batches, None, inbox_files={
-        "anna_talk.mp4": talk[0], "single.mp4": real_videos["single"], "bob_interview.mp4": real_videos["interview"],
-        "dark_room.mp4": real_videos["dark_room"], "S003_home.mp4": talk[1]})
+    params = _workspace(tmp_path, batches, None, benchmark_clips=tmp_path / "bench_clips", inbox_files={
+        "anna_talk.mp4": talk[0], "holiday.mp4": real_videos["single_mirrored"], "cut_short.mp4":
+        real_videos["truncated"], "bob_interview.mp4": real_videos["interview"], "dark_room.mp4":
+        real_videos["dark_room"], "S003_home.mp4": talk[1]})
     result = build_flow(str(params))(str(params), "m1")
-    assert sorted(result["accepted_videos"]) == ["anna_talk.mp4", "single.mp4"], result["reasons"]
-    assert sorted(result["quarantined_videos"]) == ["S003_home.mp4", "bob_interview.mp4", "dark_room.mp4"]
+    assert sorted(result["accepted_videos"]) == ["anna_talk.mp4", "cut_short.mp4"], result["reasons"]
+    quarantined = ["S003_home.mp4", "bob_interview.mp4", "dark_room.mp4", "holiday.mp4"]
+    assert sorted(result["quarantined_videos"]) == quarantined
     record = json.loads((tmp_path / "q" / "m1" / "reasons.json").read_text())
     assert record["batch_reasons"] == []
     videos = record["videos"]
@@ -152,16 +163,25 @@ def test_a_mixed_inbox_of_real_video_is_decided_video_by_video(harness, batches,
     assert all(r.startswith("dark_room.mp4: ") for r in videos["dark_room.mp4"]["reasons"])
     assert "S003_home.mp4 is named as the labelled benchmark's evaluation subject S003" in \
         " ".join(videos["S003_home.mp4"]["reasons"])
+    assert "holiday.mp4 shows the labelled benchmark's evaluation subject S001 (face-descriptor distance 0." in \
+        " ".join(videos["holiday.mp4"]["reasons"]), videos["holiday.mp4"]["reasons"]
     pooled = json.loads((tmp_path / "pool" / "m1" / "batch.json").read_text())
-    assert pooled["videos"] == ["anna_talk.mp4", "single.mp4"] and pooled["quarantined"] == sorted(
-        ["S003_home.mp4", "bob_interview.mp4", "dark_room.mp4"])
-    assert sorted(p.name for p in (tmp_path / "pool" / "m1" / "videos").iterdir()) == ["anna_talk.mp4", "single.mp4"]
+    assert pooled["videos"] == ["anna_talk.mp4", "cut_short.mp4"] and pooled["quarantined"] == quarantined
+    info = probe(real_videos["truncated"])  # what the file holds and what its index declares: 228 of 472
+    used = f"used {info.n_packets} of an expected {info.declared_frames} frames"
+    assert pooled["notes"] == {"cut_short.mp4": [f"cut_short.mp4: truncated: {used} (the file holds "
+                                                 f"{info.n_packets} of the 472 frames its index declares)"]}, pooled
+    assert sorted(p.name for p in (tmp_path / "pool" / "m1" / "videos").iterdir()) == ["anna_talk.mp4",
+                                                                                        "cut_short.mp4"]
     assert sorted(pd.read_parquet(tmp_path / "pool" / "m1" / "clips" / "clips.parquet")["identity"].unique()) == \
-        ["anna_talk", "single"]
+        ["anna_talk", "cut_short"]
     tables = [a.data for a in _artifacts("ingest-videos") if "bob_interview.mp4" in a.data]  # one row per video
     assert len(tables) == 1 and all(v in tables[0] for v in ("anna_talk.mp4", "dark_room.mp4", "S003_home.mp4"))
+    assert used in tables[0]
+    for published in (json.dumps(result), tables[0], json.dumps(record), json.dumps(pooled)):  # biometric data
+        assert '"descriptor"' not in published and "other_faces" not in published  # stays in videos.parquet
 
-    # a person reviews the interview and releases it; the evaluation subject's namesake cannot be released
+    # a person reviews the interview and releases it; the evaluation subjects cannot be released
     p = str(params)
     assert _cli("--params", p, "ingest", "release", "m1", "bob_interview.mp4", "--by", "alice",
                 "--reason", "face on screen in every clip used", "--no-version")[0] == 0
@@ -173,11 +193,15 @@ def test_a_mixed_inbox_of_real_video_is_decided_video_by_video(harness, batches,
     code, _, err = _cli("--params", p, "ingest", "release", "m1", "S003_home.mp4", "--reason", "it is not S003",
                         "--no-version")
     assert code == 3 and "evaluation subject S003" in err, err  # a refused input
+    code, _, err = _cli("--params", p, "ingest", "release", "m1", "holiday.mp4", "--reason", "another name",
+                        "--no-version")
+    assert code == 3 and "shows the labelled benchmark's evaluation subject S001" in err, err
     assert not (tmp_path / "pool" / "m1-r2").exists() and (tmp_path / "q" / "m1" / "videos" / "S003_home.mp4").exists()
     code, _, err = _cli("--params", p, "ingest", "release", "m1", "anna_talk.mp4", "--reason", "x", "--no-version")
     assert code == 3 and "not waiting in quarantine/m1: anna_talk.mp4" in err, err  # it was accepted
     listed = _cli("--params", p, "ingest", "list")[1]
     assert "bob_interview.mp4 [released into m1-r1]" in listed and "S003_home.mp4 [quarantined]" in listed
+    assert f"cut_short.mp4 [accepted]: cut_short.mp4: truncated: {used}" in listed, listed
 
 
 def test_a_drifted_batch_of_real_faces_is_retrained_on_or_held(harness, batches, real_videos, tmp_path):
@@ -213,6 +237,7 @@ def test_a_drifted_batch_of_real_faces_is_retrained_on_or_held(harness, batches,
     assert todo["reason"] == "no promoted model yet (drifted from the training set: d1)", todo
     composition = trainset.assemble(p.trainset, p.benchmark)
     assert composition["batches"] == ["d1"] and composition["sources"]["pool:d1"]["videos"] == 12
+    assert composition["sources"]["pool:d1"]["persons"] == 1  # 12 names, one man: persons are found by face
 
     params = _workspace(tmp_path / "h", batches, None, inbox_files=talk, drift_action="hold")
     held = build_flow(str(params))(str(params), "d2")

@@ -185,21 +185,40 @@ def _validate(args, params) -> int:
 
 
 def _ingest(args, params) -> int:
-    from clpau.ops.ingest import quarantined, release
+    from clpau.ops.ingest import pool_notes, quarantined, release
 
     f = params.flows
     if args.action == "list":
+        for batch, notes in pool_notes(params.trainset.pool).items():
+            print(f"{batch} (in the pool):")
+            for v, lines in notes.items():
+                print(f"  {v} [accepted]: " + "; ".join(lines))
         batches = quarantined(f.quarantine)
         if not batches:
             print(f"ingest: nothing in quarantine ({f.quarantine})")
         for batch, record in batches.items():
             print(f"{batch}:" + "".join(f" {r}" for r in record["batch_reasons"]))
             for v, d in record["videos"].items():
-                state = f"released into {d['released']['to']}" if d.get("released") else d["verdict"]
+                state = "purged" if d.get("purged") else \
+                    f"released into {d['released']['to']}" if d.get("released") else d["verdict"]
                 print(f"  {v} [{state}]: " + "; ".join(d["reasons"]))
         return 0
+    if args.action == "purge":
+        from clpau.ops.purge import purge
+
+        r = purge(params.trainset.pool, f.quarantine, args.video, params.trainset.face_threshold, args.reason,
+                  args.by, dry_run=args.dry_run, version=not args.no_version)
+        verb = "would remove" if r["dry_run"] else "removed"
+        print(f"ingest: {verb} {len(r['videos'])} videos of the person in {args.video}:")
+        for v in r["videos"]:
+            print(f"  {v}")
+        if r["batches_removed"]:
+            print(f"  emptied and removed: {', '.join(r['batches_removed'])}")
+        if r.get("commit"):
+            print(f"  pool version committed: {r['commit'][:10]} (older versions: `dvc gc`, docs/operations.md)")
+        return 0
     r = release(f.quarantine, params.trainset.pool, args.batch, args.videos or None, args.by, args.reason,
-                params.benchmark, version=not args.no_version)
+                params.benchmark, version=not args.no_version, face_threshold=params.trainset.face_threshold)
     print(f"ingest: released {len(r['videos'])} videos of {args.batch} into {r['pool']} ({r['clips']} clips), by "
           f"{r['released_by']}" + (f"; pool version committed: {r['commit'][:10]}" if r.get("commit") else ""))
     return 0
@@ -343,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--encoder", type=Path, help="default: drift.encoder")
     dr.add_argument("--fail-on-drift", action="store_true", help="exit 1 when the batch drifted")
 
-    ing = sub.add_parser("ingest", help="quarantined batches: list them, release what a person approved",
+    ing = sub.add_parser("ingest", help="quarantined batches: list them, release what a person approved; purge a "
+                                        "person",
                          description="The ingest flow (flows/ingest.py) accepts each new video that passes the quality "
                                      "gate and the guards and quarantines the others with their reasons "
                                      "(flows.quarantine). `list` shows them; `release` moves approved videos into the "
@@ -352,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "who released them and why in its batch.json; in a DVC repo the pool gets a "
                                      "new version (`dvc add`, a git commit).")
     ing_sub = ing.add_subparsers(dest="action", required=True, metavar="ACTION")
-    ing_sub.add_parser("list", help="quarantined batches, videos and reasons")
+    ing_sub.add_parser("list", help="quarantined batches, videos and reasons; accepted videos with notes (truncated)")
     rel = ing_sub.add_parser("release", help="move approved quarantined videos into the training pool")
     rel.add_argument("batch", metavar="BATCH", help="a quarantined batch (see `clpau ingest list`)")
     rel.add_argument("videos", nargs="*", metavar="VIDEO",
@@ -360,6 +380,16 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--reason", required=True, help="why they may be trained on (recorded in batch.json)")
     rel.add_argument("--by", help="who releases them (default: the login name)")
     rel.add_argument("--no-version", action="store_true", help="do not `dvc add` the pool and commit its pointer")
+    pg = ing_sub.add_parser("purge", help="remove a person's videos, clips and face descriptors from the pool",
+                            description="Remove every video of the person VIDEO shows — found by face "
+                                        "(trainset.face_threshold), whatever the files' names — from the pool's "
+                                        "batches and from quarantine, with their clips, frames and descriptors. "
+                                        "Each batch.json records what was removed, by whom and why.")
+    pg.add_argument("video", metavar="VIDEO", help="BATCH/NAME of one video of the person (or NAME, if unique)")
+    pg.add_argument("--reason", required=True, help="why (recorded in each batch.json it changes)")
+    pg.add_argument("--by", help="who asks (default: the login name)")
+    pg.add_argument("--dry-run", action="store_true", help="list the videos it would remove, remove nothing")
+    pg.add_argument("--no-version", action="store_true", help="do not `dvc add` the pool and commit its pointer")
 
     ex = sub.add_parser("extract", help="video files/folders -> aligned face clips (parquet tables + frame shards)",
                         description="Decode videos, follow the largest face, align it and cut clips of consecutive "
@@ -389,11 +419,12 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from clpau.eval.compare import CompareError
     from clpau.ops.ingest import ReleaseError
     from clpau.ops.predict import PredictError
+    from clpau.ops.purge import PurgeError
     from clpau.ops.trainset import TrainsetError
     from clpau.synth.assets import AssetError
 
-    return (InputError, AssetError, TrainsetError, ReleaseError, PredictError, CompareError, FileNotFoundError,
-            ValueError)
+    return (InputError, AssetError, TrainsetError, ReleaseError, PurgeError, PredictError, CompareError,
+            FileNotFoundError, ValueError)
 
 
 def main(argv: list[str] | None = None) -> int:

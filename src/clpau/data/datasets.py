@@ -76,9 +76,10 @@ class ClipDataset(_ShardDataset):
         # a store's frames leave the loader as JPEG bytes, decoded on the trainer's device (`decode_batch`)
         self.decode_on_host = decode_on_host or not self.store.all()
         self._landmarks: dict[str, np.ndarray] = {}
-        ids = sorted(self.clips["identity"].unique())
-        self.identity_index = {name: i for i, name in enumerate(ids)}
-        self.identity = self.clips["identity"].map(self.identity_index).to_numpy()
+        # who is who: the training set's persons (found by face, `clpau trainset`), else an extract's name rule
+        who = self.clips["person" if "person" in self.clips else "identity"].astype(str)
+        self.identity_index = {name: i for i, name in enumerate(sorted(who.unique()))}
+        self.identity = who.map(self.identity_index).to_numpy()
         self.start_row = self.clips["start_row"].to_numpy()
         self.n_frames = self.clips["n_frames"].to_numpy()
         self.shard_path = self.clips["shard_path"].to_numpy()

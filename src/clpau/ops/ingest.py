@@ -113,11 +113,13 @@ def pool_hashes(pool: Path) -> dict[str, str]:
     return seen
 
 
-def guards(videos: pd.DataFrame, pool: Path, bench: BenchmarkParams) -> dict[str, list[str]]:
+def guards(videos: pd.DataFrame, pool: Path, bench: BenchmarkParams, face_threshold: float | None = None
+           ) -> dict[str, list[str]]:
     """{video: reasons} for the videos that must not enter the pool whatever their quality: evaluation subjects of
-    the labelled benchmark, videos the pool already holds (by sha256). Keys: the extract's `video` column."""
+    the labelled benchmark (by file, name or face), videos the pool already holds (by sha256). Keys: the extract's
+    `video` column."""
     reasons: dict[str, list[str]] = {}
-    for video, why in benchmark_overlap(videos, bench).items():
+    for video, why in benchmark_overlap(videos, bench, face_threshold).items():
         reasons.setdefault(video, []).append(f"evaluation subject: {why}")
     seen = pool_hashes(pool)
     for video, sha in zip(videos["video"], videos["sha256"], strict=True):
@@ -141,7 +143,11 @@ def decide(validation: dict, keys: dict[str, str], guarded: dict[str, list[str]]
         row = rows.loc[key] if key in rows.index else None
         verdicts[name] = {"verdict": QUARANTINED if own else ACCEPTED, "reasons": own,
                           "face_share": round(float(row["face_share"]), 4) if row is not None else 0.0,
-                          "clips": int(row["n_clips"]) if row is not None and pd.notna(row["n_clips"]) else 0}
+                          "clips": int(row["n_clips"]) if row is not None and pd.notna(row["n_clips"]) else 0,
+                          # what an accepted video's decision must still say: a cut-short file is used as far as
+                          # it decodes ("truncated: used 212 of an expected 472 frames")
+                          "notes": [f"{name}: {row['error']}"] if row is not None and row["status"] == "truncated"
+                          else []}
     return {"batch_reasons": batch_reasons, "videos": verdicts, "drift": None}
 
 
@@ -206,6 +212,7 @@ def accept(batch_dir: Path, pool: Path, decision: dict, parts: dict[str, Path], 
     drift = decision.get("drift")
     record = {"accepted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "quarantined": sorted(set(decision["videos"]) - set(names)),
+              "notes": {v: decision["videos"][v]["notes"] for v in names if decision["videos"][v].get("notes")},
               "drift": drift, "retrain_due": bool(drift and drift["drift"]), "reports": str(batch_dir / "reports")}
     return _publish_batch(pool, batch_dir.name, names, [parts[v] for v in names], record, version,
                           f"ingest: accept batch {batch_dir.name} ({{n}} videos, {{clips}} clips)")
@@ -253,6 +260,16 @@ def quarantine(batch_dir: Path, quarantine_dir: Path, decision: dict, parts: dic
     return {"quarantine": str(dest), "quarantined": names}
 
 
+def pool_notes(pool: Path) -> dict[str, dict[str, list[str]]]:
+    """{batch: {video: notes}} of the pool's batches whose accepted videos carry notes (a truncated file)."""
+    out = {}
+    for b in pool_batches(pool):
+        notes = json.loads((b / "batch.json").read_text()).get("notes") or {}
+        if notes:
+            out[b.name] = notes
+    return out
+
+
 def quarantined(quarantine_dir: Path) -> dict[str, dict]:
     """{batch: reasons.json} of every quarantined batch."""
     q = Path(quarantine_dir)
@@ -260,7 +277,7 @@ def quarantined(quarantine_dir: Path) -> dict[str, dict]:
 
 
 def release(quarantine_dir: Path, pool: Path, batch: str, videos: list[str] | None, by: str | None, why: str,
-            bench: BenchmarkParams, version: bool = True) -> dict:
+            bench: BenchmarkParams, version: bool = True, face_threshold: float | None = None) -> dict:
     """Move quarantined videos a person approved into the pool as batch `<batch>-r<k>`, through the guards that
     no decision may skip (evaluation subjects, videos the pool already holds); batch.json records who released
     them, why, and the reasons they were held. Raises ReleaseError, moving nothing, when a video is unknown, has no
@@ -284,7 +301,7 @@ def release(quarantine_dir: Path, pool: Path, batch: str, videos: list[str] | No
         raise ReleaseError("nothing released: " + " | ".join(no_clips))
     parts = {v: qdir / waiting[v]["part"] for v in chosen}
     table, _ = read_parts(list(parts.values()))
-    refused = [r for rs in guards(table, pool, bench).values() for r in rs]
+    refused = [r for rs in guards(table, pool, bench, face_threshold).values() for r in rs]
     if refused:
         raise ReleaseError("nothing released, a guard refuses it: " + " | ".join(refused))
     k = 1 + sum(1 for p in Path(pool).glob(f"{batch}-r*") if (p / "batch.json").exists())

@@ -22,8 +22,10 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from clpau.core import faces
 from clpau.core.benchmarks import read_folds, subject_of
 from clpau.core.fileio import atomic_dir, write_text
 from clpau.core.params import BenchmarkParams
@@ -51,14 +53,45 @@ def evaluation_subjects(bench: BenchmarkParams) -> tuple[set[str], dict[str, str
     return subjects, hashes
 
 
-def benchmark_overlap(videos: pd.DataFrame, bench: BenchmarkParams) -> dict[str, str]:
+def face_gallery(bench: BenchmarkParams, threshold: float) -> tuple[np.ndarray, list[str], str | None]:
+    """(descriptors, subjects) of the labelled benchmark's videos of evaluation subjects, for the guard by face, and
+    why that guard is off (None when it is on): the benchmark's clips hold no descriptors, or dlib's descriptor does
+    not tell its subjects apart — the synthetic benchmark's rendered people (docs/operations.md): more than half of
+    its pairs of different subjects closer than `threshold`, so any face would "match" one of them."""
+    table = Path(bench.clips) / "videos.parquet"
+    if not table.exists():
+        return faces.as_matrix([]), [], f"no descriptors: {table} does not exist"
+    v = pd.read_parquet(table)
+    if "descriptor" not in v:
+        return faces.as_matrix([]), [], f"no descriptors in {table} (extracted before clpau kept them)"
+    subjects, _ = evaluation_subjects(bench)
+    v = v[v["descriptor"].notna()]
+    who = [subject_of(Path(str(n)).stem, bench) for n in v["video"]]
+    keep = [i for i, s in enumerate(who) if s in subjects]
+    gallery, names = faces.as_matrix([v["descriptor"].iloc[i] for i in keep]), [who[i] for i in keep]
+    if not names:
+        return gallery, names, f"no descriptor of an evaluation subject in {table}"
+    close, pairs = faces.confusions(gallery, names, threshold)
+    if pairs and close > pairs / 2:
+        return gallery, names, (f"dlib's descriptor does not tell the benchmark's subjects apart ({close} of {pairs} "
+                                f"pairs of different subjects closer than {threshold}); names and sha256 still guard")
+    return gallery, names, None
+
+
+def benchmark_overlap(videos: pd.DataFrame, bench: BenchmarkParams, face_threshold: float | None = None
+                      ) -> dict[str, str]:
     """{video: reason} for each video of `videos` (an extract output's videos.parquet) that would bring an
-    evaluation subject of the labelled benchmark into pretraining: the same file as a benchmark video, or a name
+    evaluation subject of the labelled benchmark into pretraining: the same file as a benchmark video, a name
     that puts it on a benchmark subject by the rule that names the benchmark's own videos (`subject_of`: DISFA's
-    LeftVideoSN001_comp is SN001, BP4D's F001_T1 is F001)."""
+    LeftVideoSN001_comp is SN001, BP4D's F001_T1 is F001), or — with `face_threshold` — the face of an evaluation
+    subject, whatever the file's name, encoding, mirroring, crop or lighting (its descriptor within the threshold of
+    one of the benchmark's videos of that subject)."""
     subjects, hashes = evaluation_subjects(bench)
+    gallery, names, off = face_gallery(bench, face_threshold) if face_threshold else (None, [], "not asked")
+    descriptors = videos["descriptor"] if "descriptor" in videos else pd.Series([None] * len(videos))
     reasons = {}
-    for name, sha in zip(videos["video"], videos.get("sha256", pd.Series([None] * len(videos))), strict=True):
+    for name, sha, desc in zip(videos["video"], videos.get("sha256", pd.Series([None] * len(videos))), descriptors,
+                               strict=True):
         stem = Path(str(name)).stem
         if sha and sha in hashes:
             reasons[name] = (f"{Path(str(name)).name} is the labelled benchmark's video {hashes[sha]} (same sha256): "
@@ -67,6 +100,13 @@ def benchmark_overlap(videos: pd.DataFrame, bench: BenchmarkParams) -> dict[str,
             reasons[name] = (f"{Path(str(name)).name} is named as the labelled benchmark's evaluation subject {who} "
                              f"({bench.folds}): evaluation subjects must not be pretrained on; rename it if it is "
                              f"someone else")
+        elif off is None and desc is not None:
+            dist = faces.distances(faces.as_matrix([desc]), gallery)[0]
+            k = int(np.argmin(dist))
+            if dist[k] < face_threshold:
+                reasons[name] = (f"{Path(str(name)).name} shows the labelled benchmark's evaluation subject "
+                                 f"{names[k]} (face-descriptor distance {dist[k]:.2f} < {face_threshold}, "
+                                 f"trainset.face_threshold): evaluation subjects must not be pretrained on")
     return reasons
 
 
@@ -94,6 +134,33 @@ def write_manifest(clips: pd.DataFrame, out: Path) -> None:
     table.to_parquet(Path(out) / "clips.parquet", index=False)
 
 
+def named(source_name: str, p: TrainsetParams) -> bool:
+    """Whether a source's persons are its names (`trainset.names_are_persons`)."""
+    return source_name.startswith("base:") and \
+        source_name.split(":", 1)[1] in {Path(n).as_posix() for n in p.names_are_persons}
+
+
+def find_persons(sources: list[tuple[str, Path, pd.DataFrame]], p: TrainsetParams) -> dict[tuple[str, str], str]:
+    """{(source, video): person} over every source at once, so one person's videos in the base corpus, in several
+    batches and under several names get one id: videos whose face descriptors chain within `face_threshold` are one
+    person (`person-0001`, ... in order of first appearance). A source in `names_are_persons` keeps its names, as
+    does a video without a descriptor (its name: `name:<identity>`)."""
+    keys, descriptors = [], []
+    for name, root, clips in sources:
+        if named(name, p) or not (root / "videos.parquet").exists():
+            continue
+        v = pd.read_parquet(root / "videos.parquet")
+        if "descriptor" not in v:
+            continue
+        with_clips = set(clips["video"])
+        for video, desc in zip(v["video"], v["descriptor"], strict=True):
+            if desc is not None and video in with_clips:
+                keys.append((name, video))
+                descriptors.append(desc)
+    labels = faces.cluster(faces.as_matrix(descriptors), p.face_threshold)
+    return {k: f"person-{label + 1:04d}" for k, label in zip(keys, labels, strict=True)}
+
+
 def assemble(p: TrainsetParams, bench: BenchmarkParams) -> dict:
     """Write the manifest and composition of base + pool; return the composition. Raises TrainsetError when a pool
     batch would bring an evaluation subject into pretraining."""
@@ -102,18 +169,23 @@ def assemble(p: TrainsetParams, bench: BenchmarkParams) -> dict:
     parts, composition = [], {}
     for name, root, batch in sources:
         if batch is not None and (root / "videos.parquet").exists():
-            refused = benchmark_overlap(pd.read_parquet(root / "videos.parquet"), bench)
+            refused = benchmark_overlap(pd.read_parquet(root / "videos.parquet"), bench, p.face_threshold)
             if refused:
                 raise TrainsetError(f"pool batch {batch.name}: " + "; ".join(refused.values())
                                     + f" — remove {batch} (and `dvc add {p.pool}`) to go on")
         clips, stats = source(name, root)
         parts.append(clips)
         composition[name] = stats
+    by_face = find_persons([(n, r, c) for (n, r, _), c in zip(sources, parts, strict=True)], p)
+    for (name, _, _), clips in zip(sources, parts, strict=True):
+        clips["person"] = clips["identity"].astype(str) if named(name, p) else [
+            by_face.get((name, v), f"name:{i}") for v, i in zip(clips["video"], clips["identity"], strict=True)]
+        composition[name]["persons"] = int(clips["person"].nunique())
     clips = pd.concat(parts, ignore_index=True)
     total = {"videos": sum(s["videos"] for s in composition.values()),
              "clips": len(clips), "face_frames": sum(s["face_frames"] for s in composition.values()),
              "hours": round(sum(s["hours"] for s in composition.values()), 4),
-             "identities": int(clips["identity"].nunique()),
+             "identities": int(clips["identity"].nunique()), "persons": int(clips["person"].nunique()),
              "batches": sum(1 for n in composition if n.startswith("pool:"))}
     result = {"batches": [n.split(":", 1)[1] for n in composition if n.startswith("pool:")], "sources": composition,
               "total": total}

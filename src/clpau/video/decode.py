@@ -43,6 +43,7 @@ class VideoInfo:
     keyframe_pts: list[int] = field(default_factory=list)  # sorted presentation times of keyframes
     packet_pts: list[int] = field(default_factory=list)  # sorted presentation times of all packets
     truncated: str | None = None  # why the file looks cut short, if it does
+    declared_frames: int = 0  # the frames the container's index declares (0: it declares none)
 
 
 def probe(path: Path | str) -> VideoInfo:
@@ -84,7 +85,7 @@ def probe(path: Path | str) -> VideoInfo:
         return VideoInfo(
             width=stream.codec_context.width, height=stream.codec_context.height, n_packets=len(pts),
             fps=fps, duration=duration, codec=stream.codec_context.name, time_base=tb, first_pts=pts[0],
-            keyframe_pts=keys or [pts[0]], packet_pts=pts,
+            keyframe_pts=keys or [pts[0]], packet_pts=pts, declared_frames=int(declared or 0),
             truncated=demux_error or (f"the file holds {len(pts)} of the {declared} frames its index declares"
                                       if declared and len(pts) < declared * 0.99 - 1 else None),
         )

@@ -207,6 +207,7 @@ class FaceTracker:
         self.lost = 0
         self.since_scan = 0
         self.max_faces = 0
+        self.scanned: list[tuple[np.ndarray, float]] | None = None  # this step's full-frame detections, if it scanned
 
     # full-frame scan: coarse first (cheap, finds big faces), full resolution only if that finds nothing
     def _scan(self, gray: np.ndarray) -> list[tuple[np.ndarray, float]]:
@@ -260,8 +261,9 @@ class FaceTracker:
         gray = frame.gray
         found = self._roi(gray) if self.last is not None else None
         self.since_scan += 1
+        self.scanned = None
         if found is None or self.since_scan >= self.p.recheck_every:
-            dets = self._scan(gray)
+            dets = self.scanned = self._scan(gray)
             self.max_faces = max(self.max_faces, len(dets))
             if found is None:
                 found = self._choose(frame, dets)

@@ -2,7 +2,8 @@
 
 Output folder::
 
-    videos.parquet            one row per input: status, error, frames, face_frames, fps, size, sha256, ...
+    videos.parquet            one row per input: status, error, frames, face_frames, fps, size, sha256, ...,
+                              descriptor (the followed person's face descriptor), other_faces (core/faces.py)
     clips.parquet             one row per clip: clip_id, video, identity, start_frame, n_frames, shard, start_row, QC
     frames/<key>/faces.npy    uint8 (N, S, S, 3) aligned crops of the followed face, memory-mappable
     frames/<key>/index.parquet one row per decoded frame: frame, timestamp, face, row in faces.npy, landmarks, ...
@@ -35,6 +36,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from clpau.core import faces
 from clpau.core.fileio import (
     atomic_path,
     hash_modules,
@@ -52,7 +54,7 @@ from clpau.video.params import ExtractParams
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
                     ".ts", ".mts", ".m2ts", ".ogv"}
 SUCCESS = ("ok", "multiple_faces", "truncated")
-FORMAT_VERSION = 2  # bump when the output layout changes: cached results are then redone
+FORMAT_VERSION = 3  # bump when the output layout changes: cached results are then redone
 # the folders whose modules make a video's result (the DVC stage's code deps): changing any of them redoes cached videos —
 # else `dvc repro` reruns the stage after a code change and its persisted outputs come back unchanged
 CODE = ("core", "video")
@@ -138,7 +140,9 @@ class VideoJob:
 
 
 VIDEO_COLUMNS = ["video", "status", "error", "frames", "face_frames", "fps", "width", "height", "sha256", "key",
-                 "duration", "rotation", "max_faces", "n_clips"]  # no timings: the same input gives the same bytes
+                 "duration", "rotation", "max_faces", "n_clips", "descriptor", "descriptor_frames", "other_faces"]
+# no timings: the same input gives the same bytes. descriptor (128 floats or null), descriptor_frames, other_faces
+# (a list of descriptors): who is in the video (core/faces.py) — biometric data, kept here and nowhere else
 
 
 def _row(job: VideoJob, status: str, error: str = "", **extra) -> dict:
@@ -148,6 +152,7 @@ def _row(job: VideoJob, status: str, error: str = "", **extra) -> dict:
         "fps": float(info.fps) if info else np.nan, "width": int(info.width) if info else 0,
         "height": int(info.height) if info else 0, "sha256": job.sha256, "key": job.key,
         "duration": float(info.duration) if info else np.nan, "rotation": 0, "max_faces": 0, "n_clips": 0,
+        "descriptor": None, "descriptor_frames": 0, "other_faces": [],
     }
     row.update(extra)
     return row
@@ -230,8 +235,9 @@ def finalize_video(job: VideoJob, out: Path, params: ExtractParams, identity_rul
 
     clips = cut_clips(job, index, lm, aff, params, identity_rule)
     write_parquet(folder / "clips.parquet", clips)
-    if truncated:
-        status, error = "truncated", trunc_msg
+    if truncated:  # usable, and every decision about it says how much of it was used
+        expected = f" of an expected {job.info.declared_frames}" if job.info.declared_frames > n else ""
+        status, error = "truncated", f"truncated: used {n}{expected} frames ({trunc_msg})"
     elif len(clips) == 0:
         status, error = "too_short", (f"no run of {params.clip_len} consecutive face frames "
                                       f"(extract.clip_len); {n_face} face frames in all")
@@ -246,7 +252,9 @@ def finalize_video(job: VideoJob, out: Path, params: ExtractParams, identity_rul
         notes.append(f"rotated by {rotation} degrees (rotation metadata)")
     if notes:
         error = "; ".join([error, *notes] if error else notes)
-    row = _row(job, status, error, face_frames=n_face, n_clips=len(clips), **common)
+    who = faces.summarise(np.concatenate([r.person for r in parts]), np.concatenate([r.others for r in parts]),
+                          params.identity_threshold)
+    row = _row(job, status, error, face_frames=n_face, n_clips=len(clips), **common, **who)
     return row, clips
 
 
@@ -484,7 +492,8 @@ def run_extract(inputs: list[Path | str], out: Path | str, params: ExtractParams
 
     def task(job: VideoJob, c: int, target=None) -> ChunkTask:
         s, e = job.chunks[c]
-        return ChunkTask(job.index, c, str(job.path), s, e, str(job.shard_tmp(out, c)), params, target)
+        share = -(-params.descriptor_samples // len(job.chunks))  # the video's samples spread over its chunks
+        return ChunkTask(job.index, c, str(job.path), s, e, str(job.shard_tmp(out, c)), params, target, share)
 
     def on_result(res: ChunkResult) -> ChunkTask | None:
         job = by_index[res.video_index]

@@ -28,6 +28,10 @@ class ExtractParams(_Section):
     roi_face_px: int = Field(100, ge=80, le=200, description="face width the tracking window is resized to")
     recheck_every: int = Field(24, ge=1, description="frames between full-frame scans for other faces")
     identity_threshold: float = Field(0.6, gt=0.0, lt=2.0, description="dlib face-descriptor distance: same person")
+    # who is in the video (videos.parquet: descriptor, other_faces): dlib face descriptors on a few frames
+    descriptor_every: int = Field(6, ge=1, description="kept face frames between descriptor samples")
+    descriptor_samples: int = Field(4, ge=1, le=64, description="descriptors per video, at most, spread over its "
+                                    "chunks (at least one each); as many of the other faces")
     max_side: int = Field(1280, ge=320, description="larger frames are downscaled to this long side first")
     shot_change: float = Field(0.5, gt=0.0, le=1.0, description="histogram distance that cuts a shot")
     max_jump: float = Field(0.5, gt=0.0, description="face-centre move per frame, in face widths, that cuts a clip")
