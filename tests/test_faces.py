@@ -126,6 +126,10 @@ def test_the_training_set_counts_persons_across_batches_and_names_and_a_purge_re
     manifest = pd.read_parquet(p.out_dir / "clips.parquet")
     person = manifest.groupby(manifest["video"].str.rsplit("/", n=1).str[-1])["person"].first()
     assert person["ann.mp4"] == person["carl.mp4"] == person["eve.mp4"] != person["bea.mp4"] == person["dora.mp4"]
+    from clpau.data.datasets import ClipDataset
+
+    data = ClipDataset([p.out_dir], clip_len=4, stride=1, augment=False)  # who CIR's "another person" excludes
+    assert len(data.identity_index) == 2 and len(set(data.identity)) == 2
 
     with pytest.raises(PurgeError, match="no video 'b9/x.mp4'"):
         purge(pool, tmp_path / "q", "b9/x.mp4", THRESHOLD, "asked")
