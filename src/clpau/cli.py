@@ -69,13 +69,17 @@ def _extract(args, params) -> int:
 
 
 def _trainset(args, params) -> int:
-    from clpau.ops.trainset import assemble
+    from clpau.ops.trainset import assemble, face_gallery
 
     result = assemble(params.trainset, params.benchmark)
     t = result["total"]
     batches = ", ".join(result["batches"]) or "none"
     print(f"trainset: {t['videos']} videos, {t['clips']} clips, {t['hours'] * 60:.1f} min of face video, "
-          f"{t['identities']} identities -> {params.trainset.out_dir} (accepted batches: {batches})")
+          f"{t['identities']} names, {t['persons']} persons -> {params.trainset.out_dir} (accepted batches: "
+          f"{batches})")
+    off = face_gallery(params.benchmark, params.trainset.face_threshold)[2]
+    print("trainset: evaluation subjects are kept out by sha256, name and face" if off is None else
+          f"trainset: evaluation subjects are kept out by sha256 and name; not by face: {off}")
     return 0
 
 
