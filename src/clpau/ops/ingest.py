@@ -145,7 +145,7 @@ def decide(validation: dict, keys: dict[str, str], guarded: dict[str, list[str]]
                           "face_share": round(float(row["face_share"]), 4) if row is not None else 0.0,
                           "clips": int(row["n_clips"]) if row is not None and pd.notna(row["n_clips"]) else 0,
                           # what an accepted video's decision must still say: a cut-short file is used as far as
-                          # it decodes ("truncated: used 212 of an expected 472 frames")
+                          # it decodes ("truncated: used 228 of an expected 472 frames")
                           "notes": [f"{name}: {row['error']}"] if row is not None and row["status"] == "truncated"
                           else []}
     return {"batch_reasons": batch_reasons, "videos": verdicts, "drift": None}

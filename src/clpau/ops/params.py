@@ -54,9 +54,9 @@ class TrainsetParams(_Section):
     face_threshold: float = Field(0.65, gt=0.0, lt=2.0, description="dlib face-descriptor distance (of two videos' "
                                   "medians) below which they show one person: the pool's persons and the guard "
                                   "that keeps evaluation subjects out (docs/operations.md, \"Who is in a video\")")
-    names_are_persons: list[Path] = Field([Path("data/clips/synth_pretrain")], description="sources (base entries) whose video names are their "
-                                          "persons, as a rendered or labelled corpus's are; every other source's "
-                                          "persons are found by face")
+    names_are_persons: list[Path] = Field([Path("data/clips/synth_pretrain")], description="sources (base "
+                                          "entries) whose video names are their persons, as a rendered or labelled "
+                                          "corpus's are; every other source's persons are found by face")
 
 
 class FlowsParams(_Section):

@@ -78,16 +78,19 @@ def face_gallery(bench: BenchmarkParams, threshold: float) -> tuple[np.ndarray, 
     return gallery, names, None
 
 
-def benchmark_overlap(videos: pd.DataFrame, bench: BenchmarkParams, face_threshold: float | None = None
-                      ) -> dict[str, str]:
+def benchmark_overlap(videos: pd.DataFrame, bench: BenchmarkParams, face_threshold: float | None = None,
+                      gallery: tuple[np.ndarray, list[str], str | None] | None = None) -> dict[str, str]:
     """{video: reason} for each video of `videos` (an extract output's videos.parquet) that would bring an
     evaluation subject of the labelled benchmark into pretraining: the same file as a benchmark video, a name
     that puts it on a benchmark subject by the rule that names the benchmark's own videos (`subject_of`: DISFA's
     LeftVideoSN001_comp is SN001, BP4D's F001_T1 is F001), or — with `face_threshold` — the face of an evaluation
     subject, whatever the file's name, encoding, mirroring, crop or lighting (its descriptor within the threshold of
-    one of the benchmark's videos of that subject)."""
+    one of the benchmark's videos of that subject; `gallery`: `face_gallery`'s answer, when the caller checks
+    several tables against it)."""
     subjects, hashes = evaluation_subjects(bench)
-    gallery, names, off = face_gallery(bench, face_threshold) if face_threshold else (None, [], "not asked")
+    if gallery is None:
+        gallery = face_gallery(bench, face_threshold) if face_threshold else (None, [], "not asked")
+    gallery, names, off = gallery
     descriptors = videos["descriptor"] if "descriptor" in videos else pd.Series([None] * len(videos))
     reasons = {}
     for name, sha, desc in zip(videos["video"], videos.get("sha256", pd.Series([None] * len(videos))), descriptors,
@@ -110,16 +113,22 @@ def benchmark_overlap(videos: pd.DataFrame, bench: BenchmarkParams, face_thresho
     return reasons
 
 
-def source(name: str, root: Path) -> tuple[pd.DataFrame, dict]:
+def read_videos(root: Path) -> pd.DataFrame:
+    """An extract output's videos.parquet (empty if it has none)."""
+    path = Path(root) / "videos.parquet"
+    return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+
+
+def source(name: str, root: Path, videos: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
     """An extract output's clips (with shard_path and source) and its counts: videos, clips, face frames, hours,
-    identities."""
-    clips_path, videos_path = root / "clips.parquet", root / "videos.parquet"
+    identities. `videos`: its videos.parquet, when the caller has read it."""
+    clips_path = root / "clips.parquet"
     if not clips_path.exists():
         raise TrainsetError(f"{clips_path} is missing: {name} has no extract output")
     clips = pd.read_parquet(clips_path)
     clips["shard_path"] = [str(root / s) for s in clips["shard"]]
     clips["source"] = name
-    videos = pd.read_parquet(videos_path) if videos_path.exists() else pd.DataFrame()
+    videos = read_videos(root) if videos is None else videos
     ok = videos[videos["status"] == "ok"] if "status" in videos else videos
     frames = int(ok["face_frames"].sum()) if "face_frames" in ok else 0
     seconds = float((ok["face_frames"] / ok["fps"]).sum()) if {"face_frames", "fps"} <= set(ok.columns) else 0.0
@@ -140,17 +149,15 @@ def named(source_name: str, p: TrainsetParams) -> bool:
         source_name.split(":", 1)[1] in {Path(n).as_posix() for n in p.names_are_persons}
 
 
-def find_persons(sources: list[tuple[str, Path, pd.DataFrame]], p: TrainsetParams) -> dict[tuple[str, str], str]:
+def find_persons(sources: list[tuple[str, pd.DataFrame, pd.DataFrame]], p: TrainsetParams
+                 ) -> dict[tuple[str, str], str]:
     """{(source, video): person} over every source at once, so one person's videos in the base corpus, in several
     batches and under several names get one id: videos whose face descriptors chain within `face_threshold` are one
     person (`person-0001`, ... in order of first appearance). A source in `names_are_persons` keeps its names, as
-    does a video without a descriptor (its name: `name:<identity>`)."""
+    does a video without a descriptor (its name: `name:<identity>`). `sources`: (name, videos, clips) each."""
     keys, descriptors = [], []
-    for name, root, clips in sources:
-        if named(name, p) or not (root / "videos.parquet").exists():
-            continue
-        v = pd.read_parquet(root / "videos.parquet")
-        if "descriptor" not in v:
+    for name, v, clips in sources:
+        if named(name, p) or "descriptor" not in v:
             continue
         with_clips = set(clips["video"])
         for video, desc in zip(v["video"], v["descriptor"], strict=True):
@@ -166,17 +173,20 @@ def assemble(p: TrainsetParams, bench: BenchmarkParams) -> dict:
     batch would bring an evaluation subject into pretraining."""
     sources: list[tuple[str, Path, Path | None]] = [(f"base:{Path(b).as_posix()}", Path(b), None) for b in p.base]
     sources += [(f"pool:{b.name}", b / "clips", b) for b in pool_batches(p.pool)]
-    parts, composition = [], {}
+    parts, tables, composition = [], [], {}
+    gallery = face_gallery(bench, p.face_threshold)  # once, for every batch
     for name, root, batch in sources:
-        if batch is not None and (root / "videos.parquet").exists():
-            refused = benchmark_overlap(pd.read_parquet(root / "videos.parquet"), bench, p.face_threshold)
+        videos = read_videos(root)
+        if batch is not None and len(videos):
+            refused = benchmark_overlap(videos, bench, p.face_threshold, gallery)
             if refused:
                 raise TrainsetError(f"pool batch {batch.name}: " + "; ".join(refused.values())
                                     + f" — remove {batch} (and `dvc add {p.pool}`) to go on")
-        clips, stats = source(name, root)
+        clips, stats = source(name, root, videos)
         parts.append(clips)
+        tables.append(videos)
         composition[name] = stats
-    by_face = find_persons([(n, r, c) for (n, r, _), c in zip(sources, parts, strict=True)], p)
+    by_face = find_persons([(n, v, c) for (n, _, _), v, c in zip(sources, tables, parts, strict=True)], p)
     for (name, _, _), clips in zip(sources, parts, strict=True):
         clips["person"] = clips["identity"].astype(str) if named(name, p) else [
             by_face.get((name, v), f"name:{i}") for v, i in zip(clips["video"], clips["identity"], strict=True)]
